@@ -1,0 +1,31 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: demo test lint bench gpu-check clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install -e ".[test,examples]"
+	touch $@
+
+$(VENV)/.installed-examples: pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install -e ".[examples]"
+	touch $@
+
+demo: $(VENV)/.installed-examples
+	$(PY) examples/stn_digits.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

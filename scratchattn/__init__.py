@@ -1,0 +1,23 @@
+"""scratchattn: attention mechanisms for vision on a from-scratch NumPy/CuPy autodiff.
+
+    import scratchattn as sa
+    from scratchattn import functional as F, nn, optim
+"""
+
+from . import backend, cuda
+from .autograd import Function, GradcheckError, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function",
+    "GradcheckError",
+    "Tensor",
+    "backend",
+    "cuda",
+    "enable_grad",
+    "gradcheck",
+    "is_grad_enabled",
+    "no_grad",
+    "tensor",
+]

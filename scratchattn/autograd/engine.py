@@ -1,0 +1,86 @@
+"""The backward walk: run every Function's backward once, in reverse topological order, and sum the gradients.
+
+The graph is the set of Functions reachable from the root tensor through ``creator`` and ``inputs``. It is sorted
+with an explicit stack (no recursion, so graphs thousands of ops deep are fine). A Function runs only after every
+Function that consumed one of its outputs has run, so the gradient it receives for each output is already the sum
+over all uses of that output. Leaves (tensors with no creator) that require a gradient accumulate into ``.grad``,
+as in PyTorch, across calls to ``backward``.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+
+
+def _topological_order(root_fn):
+    """Functions reachable from ``root_fn``, each after all of its consumers (iterative post-order DFS)."""
+    order, visited = [], {id(root_fn)}
+    stack = [(root_fn, iter(root_fn.inputs))]
+    while stack:
+        fn, children = stack[-1]
+        for t in children:
+            child = t.creator
+            if child is not None and t.requires_grad and id(child) not in visited:
+                if child.released:
+                    raise RuntimeError(_FREED_MESSAGE)
+                visited.add(id(child))
+                stack.append((child, iter(child.inputs)))
+                break
+        else:
+            stack.pop()
+            order.append(fn)
+    order.reverse()  # post-order reversed: consumers before producers
+    return order
+
+
+_FREED_MESSAGE = (
+    "backward through a graph whose saved arrays were already freed: call backward(retain_graph=True) the "
+    "first time to go through it twice"
+)
+
+
+def run_backward(root, grad, retain_graph: bool) -> None:
+    fn = root.creator
+    if fn is None:  # backward on a leaf: its gradient is the incoming one
+        root.grad = grad if root.grad is None else root.grad + grad
+        return
+    if fn.released:
+        raise RuntimeError(_FREED_MESSAGE)
+
+    pending = {id(fn): [None] * len(fn.output_meta)}
+    pending[id(fn)][root.output_index] = grad
+    for fn in _topological_order(fn):
+        grad_outputs = pending.pop(id(fn), None)
+        if grad_outputs is None:
+            continue  # reachable, but no gradient flows through it
+        xp = None
+        for i, g in enumerate(grad_outputs):
+            if g is None:  # an output nobody used: its gradient is zero
+                shape, dtype = fn.output_meta[i]
+                xp = xp or backend.get_array_module(*(t.data for t in fn.inputs))
+                grad_outputs[i] = xp.zeros(shape, dtype=dtype)
+        grad_inputs = fn.backward(*grad_outputs)
+        if not isinstance(grad_inputs, tuple):
+            grad_inputs = (grad_inputs,)
+        if len(grad_inputs) != len(fn.inputs):
+            raise RuntimeError(
+                f"{type(fn).__name__}.backward returned {len(grad_inputs)} gradients for {len(fn.inputs)} inputs"
+            )
+        for t, g, needed in zip(fn.inputs, grad_inputs, fn.needs_input_grad):
+            if g is None or not needed:
+                continue
+            if g.shape != t.data.shape:
+                raise RuntimeError(
+                    f"{type(fn).__name__}.backward returned a gradient of shape {tuple(g.shape)} for an input "
+                    f"of shape {t.shape}"
+                )
+            if g.dtype != t.data.dtype:
+                g = g.astype(t.data.dtype)
+            if t.creator is None:
+                t.grad = g if t.grad is None else t.grad + g
+            else:
+                slot = pending.setdefault(id(t.creator), [None] * len(t.creator.output_meta))
+                previous = slot[t.output_index]
+                slot[t.output_index] = g if previous is None else previous + g
+        if not retain_graph:
+            fn.release()

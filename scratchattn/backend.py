@@ -1,0 +1,145 @@
+"""Devices and array modules: the one place that knows whether an array lives on the CPU or the GPU.
+
+scratchattn keeps its data in NumPy arrays on the CPU and in CuPy arrays on the GPU. Every generic op is written
+once against an "array module" ``xp`` (``numpy`` or ``cupy``) obtained from :func:`get_array_module`. CuPy is
+optional: importing this module never fails without it, and :func:`cuda_unavailable_reason` says why the GPU
+cannot be used.
+
+The headline ops (grid sampling, affine grids, squeeze-excitation) have hand-written kernel pairs. Which member of
+a pair runs is decided by :func:`kernel_path`:
+
+* ``"numba"``     - NumPy arrays, Numba kernels in ``kernels/cpu`` (the default on the CPU);
+* ``"cuda-host"`` - NumPy arrays, the CUDA sources in ``kernels/cuda`` compiled for the CPU through the host shim
+  (chosen with the environment variable ``SCRATCHATTN_KERNELS=cuda-host`` or :func:`use_kernels`);
+* ``"cupy"``      - CuPy arrays, the CUDA sources compiled by CuPy/NVRTC and run on the GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+try:  # CuPy is optional; any failure to import it just means "no GPU path".
+    import cupy as _cupy
+
+    _CUPY_IMPORT_ERROR: str | None = None
+except Exception as exc:  # noqa: BLE001 - ImportError, or CUDA libraries missing at import
+    _cupy = None
+    _CUPY_IMPORT_ERROR = f"cupy could not be imported ({type(exc).__name__}: {exc})"
+
+DEVICES = ("cpu", "cuda")
+KERNEL_PATHS = ("numba", "cuda-host")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_kernel_override: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CuPy / GPU availability
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cuda_unavailable_reason() -> str | None:
+    """None when CuPy is importable and sees at least one GPU; otherwise a sentence saying why not."""
+    if _cupy is None:
+        return _CUPY_IMPORT_ERROR
+    try:
+        count = _cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001 - no driver, no device, ...
+        return f"cupy is installed but the CUDA runtime failed ({type(exc).__name__}: {exc})"
+    if count == 0:
+        return "cupy is installed but no CUDA device is visible"
+    return None
+
+
+def cuda_is_available() -> bool:
+    """True when arrays can be moved to the GPU."""
+    return cuda_unavailable_reason() is None
+
+
+def cupy_module():
+    """The ``cupy`` module, or a RuntimeError saying why the GPU cannot be used."""
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"device 'cuda' is not available: {reason}")
+    return _cupy
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arrays and devices
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def is_cupy_array(a) -> bool:
+    return _cupy is not None and isinstance(a, _cupy.ndarray)
+
+
+def is_array(a) -> bool:
+    return isinstance(a, np.ndarray) or is_cupy_array(a)
+
+
+def get_array_module(*arrays):
+    """``cupy`` if any argument is a CuPy array, else ``numpy`` (Tensors are looked through via ``.data``)."""
+    for a in arrays:
+        a = getattr(a, "data", a)
+        if is_cupy_array(a):
+            return _cupy
+    return np
+
+
+def device_of(a) -> str:
+    """``"cuda"`` for a CuPy array, ``"cpu"`` otherwise."""
+    return "cuda" if is_cupy_array(getattr(a, "data", a)) else "cpu"
+
+
+def check_device(device) -> str:
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str, one of {DEVICES}; got {type(device).__name__}")
+    name = device.split(":")[0]
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}; got {device!r}")
+    return name
+
+
+def to_device(a, device: str):
+    """Move an array to ``device`` ("cpu" or "cuda"), returning it unchanged if already there."""
+    device = check_device(device)
+    if device == "cpu":
+        return _cupy.asnumpy(a) if is_cupy_array(a) else np.asarray(a)
+    cp = cupy_module()
+    return a if is_cupy_array(a) else cp.asarray(a)
+
+
+def to_numpy(a) -> np.ndarray:
+    """A NumPy array with the values of ``a`` (a copy when ``a`` is on the GPU)."""
+    return _cupy.asnumpy(a) if is_cupy_array(a) else np.asarray(a)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernel paths
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def kernel_path(array) -> str:
+    """Which kernel of a pair runs on ``array``: "cupy" on the GPU; "numba" or "cuda-host" on the CPU."""
+    if is_cupy_array(array):
+        return "cupy"
+    path = _kernel_override or os.environ.get("SCRATCHATTN_KERNELS", "") or "numba"
+    if path not in KERNEL_PATHS:
+        raise ValueError(f"SCRATCHATTN_KERNELS must be one of {KERNEL_PATHS}; got {path!r}")
+    return path
+
+
+@contextlib.contextmanager
+def use_kernels(path: str):
+    """Run the CPU kernels of the headline ops through ``path`` ("numba" or "cuda-host") inside the block."""
+    global _kernel_override
+    if path not in KERNEL_PATHS:
+        raise ValueError(f"path must be one of {KERNEL_PATHS}; got {path!r}")
+    previous, _kernel_override = _kernel_override, path
+    try:
+        yield
+    finally:
+        _kernel_override = previous

@@ -1,0 +1,32 @@
+"""Differentiable ops: one Function per op, forward and backward written out, plus a lowercase wrapper.
+
+Usage: ``from scratchattn import functional as F``; ``F.grid_sample(x, grid)``, ``F.relu(x)``, ...
+"""
+
+from .basic import (
+    abs,
+    add,
+    broadcast_to,
+    cast,
+    div,
+    exp,
+    flatten,
+    getitem,
+    log,
+    matmul,
+    max,
+    mean,
+    mul,
+    neg,
+    permute,
+    pow,
+    reshape,
+    sqrt,
+    sub,
+    sum,
+    to_device,
+    transpose,
+    unbroadcast,
+)
+
+# -- more ops are exported below, one line group per module ---------------------------------------------------
