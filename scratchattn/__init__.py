@@ -7,6 +7,8 @@
 from . import backend, cuda
 from .autograd import Function, GradcheckError, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
 
+from . import functional, models, nn, optim  # noqa: E402 - after the autograd names they use
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -18,6 +20,10 @@ __all__ = [
     "enable_grad",
     "gradcheck",
     "is_grad_enabled",
+    "functional",
+    "models",
+    "nn",
     "no_grad",
+    "optim",
     "tensor",
 ]

@@ -1,0 +1,1 @@
+"""Numba kernels for the CPU (``@njit(parallel=True, cache=True)``), plain loops a reader can follow."""

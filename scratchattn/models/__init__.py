@@ -1,0 +1,1 @@
+"""Whole networks built from ``scratchattn.nn``: SE-ResNet, SE-Inception, the ST-CNN classifier, a tiny ViT."""

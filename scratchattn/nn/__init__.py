@@ -1,0 +1,1 @@
+"""Layers and attention blocks: ``Module``, ``Parameter``, the standard layers and the attention modules."""

@@ -1,0 +1,1 @@
+"""Optimisers (same update rules as PyTorch's) and learning-rate schedules."""
