@@ -4,10 +4,8 @@
     from scratchattn import functional as F, nn, optim
 """
 
-from . import backend, cuda
+from . import backend, cuda, functional, models, nn, optim  # noqa: E402 - after the autograd names they use
 from .autograd import Function, GradcheckError, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
-
-from . import functional, models, nn, optim  # noqa: E402 - after the autograd names they use
 
 __version__ = "0.1.0"
 

@@ -40,16 +40,16 @@ _FREED_MESSAGE = (
 
 
 def run_backward(root, grad, retain_graph: bool) -> None:
-    fn = root.creator
-    if fn is None:  # backward on a leaf: its gradient is the incoming one
+    root_fn = root.creator
+    if root_fn is None:  # backward on a leaf: its gradient is the incoming one
         root.grad = grad if root.grad is None else root.grad + grad
         return
-    if fn.released:
+    if root_fn.released:
         raise RuntimeError(_FREED_MESSAGE)
 
-    pending = {id(fn): [None] * len(fn.output_meta)}
-    pending[id(fn)][root.output_index] = grad
-    for fn in _topological_order(fn):
+    pending = {id(root_fn): [None] * len(root_fn.output_meta)}
+    pending[id(root_fn)][root.output_index] = grad
+    for fn in _topological_order(root_fn):
         grad_outputs = pending.pop(id(fn), None)
         if grad_outputs is None:
             continue  # reachable, but no gradient flows through it
