@@ -6,6 +6,7 @@
 
 from . import backend, cuda, functional, models, nn, optim  # noqa: E402 - after the autograd names they use
 from .autograd import Function, GradcheckError, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
+from .random import manual_seed
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "enable_grad",
     "gradcheck",
     "is_grad_enabled",
+    "manual_seed",
     "functional",
     "models",
     "nn",
