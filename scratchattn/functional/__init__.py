@@ -30,3 +30,5 @@ from .basic import (
 )
 
 # -- more ops are exported below, one line group per module ---------------------------------------------------
+# isort: split
+from .affine_grid import affine_grid, projective_grid
