@@ -32,3 +32,6 @@ from .basic import (
 # -- more ops are exported below, one line group per module ---------------------------------------------------
 # isort: split
 from .affine_grid import affine_grid, projective_grid
+from .attention import scaled_dot_product_attention
+from .gelu import gelu
+from .layer_norm import layer_norm
