@@ -7,6 +7,7 @@
 from . import backend, cuda, functional, models, nn, optim  # noqa: E402 - after the autograd names they use
 from .autograd import Function, GradcheckError, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
 from .random import manual_seed
+from .serialization import load, save
 
 __version__ = "0.1.0"
 
@@ -19,11 +20,13 @@ __all__ = [
     "enable_grad",
     "gradcheck",
     "is_grad_enabled",
+    "load",
     "manual_seed",
     "functional",
     "models",
     "nn",
     "no_grad",
     "optim",
+    "save",
     "tensor",
 ]
