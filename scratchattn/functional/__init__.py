@@ -35,3 +35,4 @@ from .affine_grid import affine_grid, projective_grid
 from .attention import scaled_dot_product_attention
 from .gelu import gelu
 from .layer_norm import layer_norm
+from .squeeze_excitation import squeeze_excitation, squeeze_excitation_simple

@@ -1,0 +1,109 @@
+"""Launchers of the CUDA squeeze-excitation kernels (``squeeze_excitation.cu``): the same functions, argument order
+and variable names as the Numba twin ``kernels/cpu/squeeze_excitation.py``, plus ``target``.
+
+``target`` is ``"cupy"`` (CuPy arrays, the kernels compiled by NVRTC and run on the GPU) or ``"cuda-host"`` (NumPy
+arrays, the same source compiled for the CPU by the host shim). The big arrays arrive as C-contiguous 3-D views,
+(N, C, HW) for ``*_nchw`` and (N, HW, C) for ``*_nhwc``, of one floating dtype, already validated by
+``functional/squeeze_excitation.py``. These functions size the launches, zero the outputs the kernels accumulate
+into with atomicAdd, and pass every scalar as ``np.int64`` (``long long``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .launcher import get_kernel, launch_config
+
+SOURCE = "squeeze_excitation.cu"
+
+# Pixels per thread block in the NHWC kernels (the Numba twin uses the same split).
+PIXEL_BLOCK = 64
+# Aim for at least this many threads in the NCHW kernels, so that a GPU has enough loads in flight.
+TARGET_THREADS = 1 << 17
+
+
+def nchw_lanes(n_batch: int, channels: int, hw: int) -> int:
+    """Threads per (n, c) plane in the NCHW kernels: a multiple of 32 (a warp per plane, coalesced), doubled up to
+    1024 while the grid has fewer than TARGET_THREADS threads and each thread still gets 32 pixels or more."""
+    lanes = 32
+    while lanes < 1024 and n_batch * channels * lanes < TARGET_THREADS and 2 * lanes * 32 <= hw:
+        lanes *= 2
+    return lanes
+
+
+def _launch_nchw(name, arrays, shape, target):
+    n_batch, channels, hw = shape
+    lanes = nchw_lanes(n_batch, channels, hw)
+    kern = get_kernel(SOURCE, name, arrays[0].dtype, target)
+    blocks, threads = launch_config(n_batch * channels * lanes)
+    kern(blocks, threads, (*arrays, np.int64(n_batch), np.int64(channels), np.int64(hw), np.int64(lanes)))
+
+
+def _launch_nhwc(name, arrays, shape, target):
+    n_batch, hw, channels = shape
+    n_blocks = (hw + PIXEL_BLOCK - 1) // PIXEL_BLOCK
+    kern = get_kernel(SOURCE, name, arrays[0].dtype, target)
+    blocks, threads = launch_config(n_batch * n_blocks * channels)
+    kern(blocks, threads, (*arrays, np.int64(n_batch), np.int64(hw), np.int64(channels), np.int64(PIXEL_BLOCK)))
+
+
+# =================================================================================================================
+# forward: se_squeeze, se_scale
+# =================================================================================================================
+
+
+def se_squeeze_nchw(x, z, target):
+    """z (N, C) = mean over p of x (N, C, HW)."""
+    z.fill(0)  # the kernel adds partial sums into z
+    if x.size:
+        _launch_nchw("se_squeeze_nchw", (x, z), x.shape, target)
+
+
+def se_squeeze_nhwc(x, z, target):
+    """z (N, C) = mean over p of x (N, HW, C)."""
+    z.fill(0)
+    if x.size:
+        _launch_nhwc("se_squeeze_nhwc", (x, z), x.shape, target)
+
+
+def se_scale_nchw(x, s, y, target):
+    """y (N, C, HW) = x * s[:, :, None]."""
+    if x.size:
+        _launch_nchw("se_scale_nchw", (x, s, y), x.shape, target)
+
+
+def se_scale_nhwc(x, s, y, target):
+    """y (N, HW, C) = x * s[:, None, :]."""
+    if x.size:
+        _launch_nhwc("se_scale_nhwc", (x, s, y), x.shape, target)
+
+
+# =================================================================================================================
+# backward: se_backward_reduce, se_backward_input
+# =================================================================================================================
+
+
+def se_backward_reduce_nchw(g, x, ds, target):
+    """ds (N, C) = sum over p of g * x, for g, x (N, C, HW)."""
+    ds.fill(0)
+    if x.size:
+        _launch_nchw("se_backward_reduce_nchw", (g, x, ds), x.shape, target)
+
+
+def se_backward_reduce_nhwc(g, x, ds, target):
+    """ds (N, C) = sum over p of g * x, for g, x (N, HW, C)."""
+    ds.fill(0)
+    if x.size:
+        _launch_nhwc("se_backward_reduce_nhwc", (g, x, ds), x.shape, target)
+
+
+def se_backward_input_nchw(g, s, dz_hw, dx, target):
+    """dx (N, C, HW) = g * s[:, :, None] + dz_hw[:, :, None]."""
+    if g.size:
+        _launch_nchw("se_backward_input_nchw", (g, s, dz_hw, dx), g.shape, target)
+
+
+def se_backward_input_nhwc(g, s, dz_hw, dx, target):
+    """dx (N, HW, C) = g * s[:, None, :] + dz_hw[:, None, :]."""
+    if g.size:
+        _launch_nhwc("se_backward_input_nhwc", (g, s, dz_hw, dx), g.shape, target)
