@@ -4,3 +4,5 @@ from . import init
 from .module import IncompatibleKeys, Module, ModuleList, Parameter, Sequential
 
 # -- layers and attention blocks are exported below, one line group per module ---------------------------------
+# isort: split
+from .normalization_layers import LayerNorm
