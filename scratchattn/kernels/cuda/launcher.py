@@ -64,9 +64,9 @@ _SCALAR_MACRO = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
 def source_path(source_file) -> str:
-    """Absolute path of a kernel source: a bare name is looked up in ``scratchattn/kernels/cuda/``."""
+    """Absolute path of a kernel source: a bare file name is looked up in ``scratchattn/kernels/cuda/``."""
     path = os.fspath(source_file)
-    return path if os.path.isabs(path) else os.path.join(KERNEL_DIR, path)
+    return os.path.join(KERNEL_DIR, path) if os.path.basename(path) == path else os.path.abspath(path)
 
 
 def read_source(source_file) -> str:
