@@ -1,0 +1,221 @@
+"""``conv2d`` through im2col and a single matrix product, with its backward through the same product and col2im.
+
+Convolution (really cross-correlation, as in every framework) of x (N, C, H, W) with W (O, C/groups, kh, kw):
+
+    y[n, o, p, q] = b[o] + sum_{c in group(o), i, j} W[o, c, i, j] * xpad[n, c, p*sh + i*dh, q*sw + j*dw]
+
+im2col lays every receptive field out as a column: cols[(c, i, j), (n, p, q)] = xpad[n, c, p*sh + i*dh, ...].
+It is one copy out of a strided *view* of the padded input (``as_strided``: no Python loop, and it works the
+same on NumPy and CuPy), after which the whole convolution is the product W (O, C*kh*kw) @ cols (C*kh*kw, N*L),
+L = H_out*W_out: one BLAS sgemm/dgemm per group. The backward is two more products,
+
+    dW = dY cols^T,        dcols = W^T dY,
+
+and col2im, the adjoint of im2col, which adds each column entry back to the pixel it was copied from: a loop over
+the kh*kw kernel offsets, each adding one strided slice of the whole batch at once (overlapping windows
+accumulate because the offsets are added one after another). Derivation: docs/derivations.md, "Generic ops".
+
+A direct nested-loop convolution, for reading and as the reference, is in tests/functional/test_conv.py.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from .. import backend
+from ..autograd import Function
+from ..autograd.tensor import as_tensor
+
+
+def as_pair(value, name: str, op: str, minimum: int = 0) -> tuple[int, int]:
+    """An int or a pair of ints as a (height, width) pair, each checked to be >= ``minimum``."""
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
+    ):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints; got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{op}: {name} must be >= {minimum}; got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def pad_zeros(x, pad_h: tuple[int, int], pad_w: tuple[int, int], value=0):
+    """x (N, C, H, W) with (top, bottom) rows and (left, right) columns of ``value`` added; x itself if none."""
+    if pad_h == (0, 0) and pad_w == (0, 0):
+        return x
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    out = xp.full((n, c, h + sum(pad_h), w + sum(pad_w)), value, dtype=x.dtype)
+    out[:, :, pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w] = x
+    return out
+
+
+def im2col(x, kernel, stride, pad_h, pad_w, dilation, out_size):
+    """Receptive fields of x (N, C, H, W) as columns: (C*kh*kw, N*h_out*w_out), C-contiguous.
+
+    cols[(c, i, j), (n, p, q)] = xpad[n, c, p*sh + i*dh, q*sw + j*dw]. The strided view has the axes in the
+    order of the result, so the copy is a single ``ascontiguousarray`` whose inner loop runs along q.
+    """
+    xp = backend.get_array_module(x)
+    (kh, kw), (sh, sw), (dh, dw), (h_out, w_out) = kernel, stride, dilation, out_size
+    xpad = pad_zeros(x, pad_h, pad_w)
+    n, c = x.shape[:2]
+    s_n, s_c, s_h, s_w = xpad.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        xpad,
+        shape=(c, kh, kw, n, h_out, w_out),
+        strides=(s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw),
+    )
+    return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * h_out * w_out)
+
+
+def col2im(dcols, x_shape, kernel, stride, pad_h, pad_w, dilation, out_size):
+    """The adjoint of :func:`im2col`: dcols (C*kh*kw, N*h_out*w_out) -> dx (N, C, H, W).
+
+    Every column entry is added to the input pixel it was read from. One iteration per kernel offset (i, j)
+    adds the slice of all (n, c, p, q) for that offset; within one offset no two (p, q) hit the same pixel, so the
+    vectorised ``+=`` is exact, and offsets that share pixels (overlapping windows) add up across iterations.
+    """
+    xp = backend.get_array_module(dcols)
+    (kh, kw), (sh, sw), (dh, dw), (h_out, w_out) = kernel, stride, dilation, out_size
+    n, c, h, w = x_shape
+    dxpad = xp.zeros((n, c, h + sum(pad_h), w + sum(pad_w)), dtype=dcols.dtype)
+    d6 = dcols.reshape(c, kh, kw, n, h_out, w_out)
+    for i in range(kh):
+        for j in range(kw):
+            h0, w0 = i * dh, j * dw
+            rows = slice(h0, h0 + sh * (h_out - 1) + 1, sh)
+            cols = slice(w0, w0 + sw * (w_out - 1) + 1, sw)
+            dxpad[:, :, rows, cols] += d6[:, i, j].transpose(1, 0, 2, 3)
+    if dxpad.shape == tuple(x_shape):
+        return dxpad
+    return xp.ascontiguousarray(dxpad[:, :, pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w])
+
+
+class Conv2d(Function):
+    """y = conv(x, W) + b; see the module docstring. x (N, C, H, W), W (O, C/groups, kh, kw), b (O,).
+
+    Per group (channels and output channels split into ``groups`` equal blocks), with G the output gradient
+    laid out as (O, N*L):  dW = G cols^T,  dcols = W^T G -> col2im -> dx,  db = sum of G over (n, p, q).
+    Saves cols (for dW) and W (for dx).
+    """
+
+    def __init__(self, stride, pad_h, pad_w, dilation, groups):
+        self.stride, self.pad_h, self.pad_w, self.dilation, self.groups = stride, pad_h, pad_w, dilation, groups
+
+    def _geometry(self, x_shape, w_shape):
+        kernel = w_shape[2:]
+        out = []
+        for size, pad, k, s, d in zip(x_shape[2:], (self.pad_h, self.pad_w), kernel, self.stride, self.dilation):
+            out.append((size + sum(pad) - d * (k - 1) - 1) // s + 1)
+        return kernel, tuple(out)
+
+    def forward(self, x, weight, bias=None):
+        xp = backend.get_array_module(x)
+        n = x.shape[0]
+        o = weight.shape[0]
+        kernel, out_size = self._geometry(x.shape, weight.shape)
+        cols = im2col(x, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size)
+        cols = cols.reshape(self.groups, -1, cols.shape[1])  # (groups, C/groups*kh*kw, N*L)
+        w3 = weight.reshape(self.groups, o // self.groups, -1)
+        if self.groups == 1:  # a plain 2-D product: exactly one BLAS call
+            y = (w3[0] @ cols[0])[None]
+        else:
+            y = w3 @ cols
+        # (groups, O/groups, N*L) -> (O, N, h_out, w_out) -> (N, O, h_out, w_out)
+        y = xp.ascontiguousarray(y.reshape(o, n, *out_size).transpose(1, 0, 2, 3))
+        if bias is not None:
+            y += bias.reshape(1, o, 1, 1)
+        self.save_for_backward(cols, weight)
+        self.x_shape = x.shape
+        return y
+
+    def backward(self, g):
+        cols, weight = self.saved_arrays
+        xp = backend.get_array_module(g)
+        o = weight.shape[0]
+        kernel, out_size = self._geometry(self.x_shape, weight.shape)
+        # G laid out as (groups, O/groups, N*L), matching the forward product.
+        g3 = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(self.groups, o // self.groups, -1)
+        needs = self.needs_input_grad
+        dx = dw = db = None
+        if needs[0]:
+            w3 = weight.reshape(self.groups, o // self.groups, -1)
+            if self.groups == 1:
+                dcols = w3[0].T @ g3[0]
+            else:
+                dcols = (w3.transpose(0, 2, 1) @ g3).reshape(-1, g3.shape[2])
+            dx = col2im(dcols, self.x_shape, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size)
+        if needs[1]:
+            if self.groups == 1:
+                dw = (g3[0] @ cols[0].T).reshape(weight.shape)
+            else:
+                dw = (g3 @ cols.transpose(0, 2, 1)).reshape(weight.shape)
+        if len(needs) > 2 and needs[2]:
+            db = g3.sum(axis=2).reshape(o)
+        return (dx, dw) if len(needs) == 2 else (dx, dw, db)
+
+
+def _conv_padding(padding, kernel, dilation):
+    """``padding`` (int, pair, "valid" or "same") as ((top, bottom), (left, right))."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        # Total d*(k-1) per axis; the odd pixel goes to the bottom/right, as PyTorch does for even kernels.
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    ph, pw = as_pair(padding, "padding", "conv2d", minimum=0)
+    return (ph, ph), (pw, pw)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1):  # noqa: A002
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
+
+    input (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or None -> (N, O, H_out, W_out) with
+    H_out = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) // stride + 1 (and likewise W_out).
+    ``stride``, ``dilation``: int or pair; ``padding``: int, pair, "valid" or "same" (stride 1 only).
+    """
+    op = "conv2d"
+    x, w = as_tensor(input), as_tensor(weight)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be floating point; got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{op}: input must have shape (N, C, H, W); got {x.shape}")
+    if w.ndim != 4:
+        raise ValueError(f"{op}: weight must have shape (out_channels, in_channels/groups, kh, kw); got {w.shape}")
+    if w.dtype != x.dtype:
+        raise TypeError(f"{op}: weight dtype {w.dtype} differs from input dtype {x.dtype}")
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int; got {groups!r}")
+    n, c, h, wid = x.shape
+    o, cg, kh, kw = w.shape
+    if c % groups or o % groups:
+        raise ValueError(f"{op}: in_channels {c} and out_channels {o} must both be divisible by groups {groups}")
+    if cg != c // groups:
+        raise ValueError(f"{op}: weight has {cg} input channels per group; input has {c} channels in {groups} "
+                         f"group(s), so weight.shape[1] must be {c // groups}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{op}: kernel size must be at least 1x1; weight shape {w.shape}")
+    stride = as_pair(stride, "stride", op, minimum=1)
+    dilation = as_pair(dilation, "dilation", op, minimum=1)
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(f"{op}: padding string must be 'valid' or 'same'; got {padding!r}")
+        if padding == "same" and stride != (1, 1):
+            raise ValueError(f"{op}: padding='same' needs stride 1; got stride {stride}")
+    pad_h, pad_w = _conv_padding(padding, (kh, kw), dilation)
+    for axis, size, pad, k, d in (("height", h, pad_h, kh, dilation[0]), ("width", wid, pad_w, kw, dilation[1])):
+        if size + sum(pad) < d * (k - 1) + 1:
+            raise ValueError(f"{op}: the dilated kernel ({d * (k - 1) + 1}) is larger than the padded input "
+                             f"{axis} ({size + sum(pad)}); input {x.shape}, weight {w.shape}")
+    fn = Conv2d(stride, pad_h, pad_w, dilation, int(groups))
+    if bias is None:
+        return fn(x, w)
+    b = as_tensor(bias)
+    if b.shape != (o,):
+        raise ValueError(f"{op}: bias must have shape ({o},); got {b.shape}")
+    if b.dtype != x.dtype:
+        raise TypeError(f"{op}: bias dtype {b.dtype} differs from input dtype {x.dtype}")
+    return fn(x, w, b)
