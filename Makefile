@@ -27,5 +27,9 @@ test: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 
+# On a machine with an NVIDIA GPU and CuPy already installed (no network needed): GPU tests, GPU benchmarks, a table.
+gpu-check:
+	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
