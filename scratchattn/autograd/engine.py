@@ -42,7 +42,7 @@ _FREED_MESSAGE = (
 def run_backward(root, grad, retain_graph: bool) -> None:
     root_fn = root.creator
     if root_fn is None:  # backward on a leaf: its gradient is the incoming one
-        root.grad = grad if root.grad is None else root.grad + grad
+        root.grad = grad.copy() if root.grad is None else root.grad + grad
         return
     if root_fn.released:
         raise RuntimeError(_FREED_MESSAGE)
@@ -77,7 +77,10 @@ def run_backward(root, grad, retain_graph: bool) -> None:
             if g.dtype != t.data.dtype:
                 g = g.astype(t.data.dtype)
             if t.creator is None:
-                t.grad = g if t.grad is None else t.grad + g
+                # A first gradient is copied: backward functions may hand the same array (or a view of the
+                # output gradient) to several inputs, and a leaf's .grad must be its own (optimisers update
+                # it in place).
+                t.grad = g.copy() if t.grad is None else t.grad + g
             else:
                 slot = pending.setdefault(id(t.creator), [None] * len(t.creator.output_meta))
                 previous = slot[t.output_index]

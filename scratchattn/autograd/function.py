@@ -66,8 +66,10 @@ class Function:
         record = is_grad_enabled() and any(t.requires_grad for t in tensors)
         results = []
         for index, array in enumerate(outputs):
-            out = Tensor(array, requires_grad=record)
-            if record:
+            # Integer or boolean outputs (indices, masks) carry no gradient, even from a recorded op.
+            differentiable = record and array.dtype.kind == "f"
+            out = Tensor(array, requires_grad=differentiable)
+            if differentiable:
                 out.creator = self
                 out.output_index = index
             results.append(out)
