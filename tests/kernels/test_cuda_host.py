@@ -237,6 +237,32 @@ def test_a_fresh_cache_builds_once_per_dtype(host, tmp_path, monkeypatch):
     assert [p.suffix for p in sorted((tmp_path / "cache" / "cuda-host").iterdir())] == [".cpp", ".so"]
 
 
+_BUILD_SCRIPT = """
+import numpy as np
+from scratchattn.kernels.cuda import host, launcher
+out = np.zeros(4, np.float64)
+launcher.get_kernel({source!r}, "tiny_fill", np.float64, "cuda-host")(1, 4, (out, np.float64(1.5)))
+print(out.sum(), host.compiler_runs)
+"""
+
+
+def test_two_processes_building_at_once_both_get_a_whole_library(host, tmp_path):
+    source = _write(tmp_path, "tiny.cu", """\
+        extern "C" __global__ void tiny_fill(scalar_t* out, scalar_t value) { out[threadIdx.x] = value; }
+        """)
+    env = dict(os.environ, SCRATCHATTN_CACHE=str(tmp_path / "cache"), PYTHONPATH=REPO)
+    script = _BUILD_SCRIPT.format(source=source)
+    processes = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in processes]
+    for stdout, stderr, returncode in results:
+        assert returncode == 0, stderr
+        assert stdout.split()[0] == "6.0"
+    # Both may have compiled (neither saw the other's library yet); what matters is one whole library and no debris.
+    names = sorted(p.name for p in (tmp_path / "cache" / "cuda-host").iterdir())
+    assert [os.path.splitext(n)[1] for n in names] == [".cpp", ".so"], names
+
+
 def test_compile_error_shows_the_compiler_message_with_file_and_line(host, tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHATTN_CACHE", str(tmp_path / "cache"))
     source = _write(tmp_path, "broken.cu", """\
