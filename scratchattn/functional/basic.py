@@ -266,11 +266,8 @@ class MatMul(Function):
         xp = backend.get_array_module(g)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = xp.expand_dims(g2, -1)
+        # g with the unit dims of 1-D operands restored: the shape of a2 @ b2 (also for 1-D @ 1-D, where g is 0-d)
+        g2 = g.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
         da = db = None
         if self.needs_input_grad[0]:
             da = g2 @ xp.swapaxes(b2, -1, -2)
