@@ -330,6 +330,8 @@ def test_launch_config_covers_the_problem_and_caps_the_grid():
     assert launcher.launch_config(1000, block=128) == ((8,), (128,))
     with pytest.raises(ValueError, match="total_threads must be >= 0"):
         launcher.launch_config(-1)
+    with pytest.raises(ValueError, match="block must be between 1 and 1024 threads"):
+        launcher.launch_config(10, block=2048)
 
 
 # ---------------------------------------------------------------------------------------------------------------

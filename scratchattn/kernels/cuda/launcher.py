@@ -90,7 +90,9 @@ def launch_config(total_threads: int, block: int = DEFAULT_BLOCK) -> tuple[tuple
     total_threads = int(total_threads)
     if total_threads < 0:
         raise ValueError(f"total_threads must be >= 0; got {total_threads}")
-    blocks = min(max(1, math.ceil(total_threads / block)), MAX_GRID)
+    if not 1 <= block <= 1024:
+        raise ValueError(f"block must be between 1 and 1024 threads (CUDA's limit); got {block}")
+    blocks = min(max(1, -(-total_threads // block)), MAX_GRID)  # ceil division in integers
     return (blocks,), (block,)
 
 

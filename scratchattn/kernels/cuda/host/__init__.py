@@ -186,11 +186,10 @@ def build_module(source_file, dtype) -> HostModule:
         shim = f.read()
     digest = hashlib.sha256("\0".join([FORMAT_VERSION, compiler, version_line, *flags, shim, unit]).encode())
     stem = f"{os.path.splitext(os.path.basename(path))[0]}-{dtype.name}-{digest.hexdigest()[:20]}"
-    folder = cache_dir()
+    folder = _writable_cache_dir()
     library = os.path.join(folder, stem + ".so")
 
     if not os.path.exists(library):
-        os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder) as work:
             unit_path = os.path.join(work, "unit.cpp")
             with open(unit_path, "w", encoding="utf-8") as f:
@@ -216,6 +215,17 @@ def build_module(source_file, dtype) -> HostModule:
                     f"LD_PRELOAD={sanitizer_runtime() or 'libasan.so'} python ...")
         raise RuntimeError(f"could not load the host build of {os.path.basename(path)} ({exc}){hint}") from exc
     return HostModule(lib, path, signatures, dtype)
+
+
+def _writable_cache_dir() -> str:
+    """cache_dir(), or a per-user folder in the temporary directory when that cannot be created (read-only home)."""
+    folder = cache_dir()
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        folder = os.path.join(tempfile.gettempdir(), f"scratchattn-{os.getuid()}", "cuda-host")
+        os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 def _write_atomically(target: str, text: str) -> None:
