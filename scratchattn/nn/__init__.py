@@ -1,6 +1,21 @@
 """Layers and attention blocks: ``Module``, ``Parameter``, the standard layers and the attention modules."""
 
 from . import init
+from .layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Identity,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
 from .module import IncompatibleKeys, Module, ModuleList, Parameter, Sequential
 
 # -- layers and attention blocks are exported below, one line group per module ---------------------------------
