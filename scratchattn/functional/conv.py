@@ -118,7 +118,7 @@ class Conv2d(Function):
         o = weight.shape[0]
         kernel, out_size = self._geometry(x.shape, weight.shape)
         cols = im2col(x, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size)
-        cols = cols.reshape(self.groups, -1, cols.shape[1])  # (groups, C/groups*kh*kw, N*L)
+        cols = cols.reshape(self.groups, cols.shape[0] // self.groups, cols.shape[1])  # (groups, C/groups*kh*kw, N*L)
         w3 = weight.reshape(self.groups, o // self.groups, -1)
         if self.groups == 1:  # a plain 2-D product: exactly one BLAS call
             y = (w3[0] @ cols[0])[None]
@@ -138,7 +138,8 @@ class Conv2d(Function):
         o = weight.shape[0]
         kernel, out_size = self._geometry(self.x_shape, weight.shape)
         # G laid out as (groups, O/groups, N*L), matching the forward product.
-        g3 = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(self.groups, o // self.groups, -1)
+        n_l = g.shape[0] * g.shape[2] * g.shape[3]  # explicit, not -1: N may be 0
+        g3 = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(self.groups, o // self.groups, n_l)
         needs = self.needs_input_grad
         dx = dw = db = None
         if needs[0]:
@@ -146,7 +147,7 @@ class Conv2d(Function):
             if self.groups == 1:
                 dcols = w3[0].T @ g3[0]
             else:
-                dcols = (w3.transpose(0, 2, 1) @ g3).reshape(-1, g3.shape[2])
+                dcols = (w3.transpose(0, 2, 1) @ g3).reshape(cols.shape[0] * cols.shape[1], n_l)
             dx = col2im(dcols, self.x_shape, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size)
         if needs[1]:
             if self.groups == 1:
