@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import zipfile
 
@@ -37,6 +38,9 @@ SEPARATOR = "/"
 MARKER_MEMBER = "__scratchattn__"
 FORMAT_NAME = "scratchattn-checkpoint"
 FORMAT_VERSION = 1
+
+_UMASK = os.umask(0o022)  # reading the umask means setting it: put it straight back (done once, at import)
+os.umask(_UMASK)
 
 
 # =================================================================================================================
@@ -110,12 +114,21 @@ def save(obj, path) -> None:
                     _write_member(archive, name, array)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes the file private (0600); give it the usual mode
         os.replace(tmp, path)
     except BaseException:
         with _suppress_os_error():
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _file_mode(path: str) -> int:
+    """The mode an overwritten file had, else what ``open(path, "w")`` would give under the current umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_UMASK
 
 
 def _write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None:

@@ -272,3 +272,17 @@ def test_killed_save_leaves_the_old_file(tmp_path):
     # The half-written temporary file is itself refused, not mistaken for a checkpoint.
     with pytest.raises(ValueError, match=r"\.tmp"):
         sa.load(tmp_path / temps[0])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_saved_file_gets_the_usual_mode_not_the_temp_files(tmp_path):
+    import stat
+
+    path = tmp_path / "m.npz"
+    sa.save({"a": 1}, path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+    os.chmod(path, 0o640)
+    sa.save({"a": 2}, path)  # an overwritten checkpoint keeps its mode
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
