@@ -21,3 +21,4 @@ from .module import IncompatibleKeys, Module, ModuleList, Parameter, Sequential
 # -- layers and attention blocks are exported below, one line group per module ---------------------------------
 # isort: split
 from .normalization_layers import LayerNorm
+from .self_attention import MultiheadSelfAttention, NonLocalBlock, SelfAttention2d
