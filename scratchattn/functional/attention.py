@@ -88,12 +88,14 @@ class ScaledDotProductAttention(Function):
         if need_v:
             dv = unbroadcast(xp.swapaxes(weights, -1, -2) @ grad_out, v.shape)
         if need_q or need_k or need_mask:
-            d_weights = grad_out @ xp.swapaxes(v, -1, -2)
+            d_weights = grad_out @ xp.swapaxes(v, -1, -2)  # a fresh array, so the steps below work in place
             if grad_weights is not None:
-                d_weights = d_weights + grad_weights
+                d_weights += grad_weights
             # Softmax backward per row: dS_j = A_j (dA_j - sum_i dA_i A_i). Masked entries have A = 0, so they
             # get no gradient, and a fully masked row (A = 0 everywhere) gets none at all.
-            d_scores = weights * (d_weights - (d_weights * weights).sum(axis=-1, keepdims=True))
+            d_scores = d_weights
+            d_scores -= (d_weights * weights).sum(axis=-1, keepdims=True)
+            d_scores *= weights
             if need_mask:
                 dmask = unbroadcast(d_scores, self.mask_shape)
             d_scores *= q.dtype.type(self.scale)
