@@ -20,5 +20,7 @@ from .module import IncompatibleKeys, Module, ModuleList, Parameter, Sequential
 
 # -- layers and attention blocks are exported below, one line group per module ---------------------------------
 # isort: split
+from .channel_attention import CBAM, ECA, SEBlock, eca_kernel_size, scSE
 from .normalization_layers import LayerNorm
+from .registry import ATTENTION_BLOCKS, attention_names, create_attention, register_attention
 from .self_attention import MultiheadSelfAttention, NonLocalBlock, SelfAttention2d
