@@ -51,10 +51,15 @@ def _tokens_as_pixels(tokens, h: int, w: int):
 
 
 class _KeepsAttention(Module):
-    """Mixin: keep a NumPy copy of the last attention weights when ``keep_attention`` is True."""
+    """Base of the three blocks: attention that keeps a NumPy copy of its weights when ``keep_attention`` is True."""
 
-    def _keep(self, weights) -> None:
-        self.last_attention = backend.to_numpy(weights.data).copy() if self.keep_attention else None
+    def _attend(self, q, k, v, **kw):
+        if not self.keep_attention:  # no second output: its (zero) gradient need not be made in backward
+            self.last_attention = None
+            return F.scaled_dot_product_attention(q, k, v, **kw)
+        out, weights = F.scaled_dot_product_attention(q, k, v, return_weights=True, **kw)
+        self.last_attention = backend.to_numpy(weights.data).copy()
+        return out
 
 
 # =================================================================================================================
@@ -109,8 +114,7 @@ class MultiheadSelfAttention(_KeepsAttention):
         q = self._split_heads(self.query(x))
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
-        o, weights = F.scaled_dot_product_attention(q, k, v, mask=mask, return_weights=True)
-        self._keep(weights)
+        o = self._attend(q, k, v, mask=mask)
         o = o.transpose(1, 2).reshape(n, length, self.dim)  # merge the heads back into the width
         return self.out(o)
 
@@ -160,8 +164,7 @@ class SelfAttention2d(_KeepsAttention):
         q = _pixels_as_tokens(self.query(x))
         k = _pixels_as_tokens(self.key(x))
         v = _pixels_as_tokens(self.value(x))
-        o, weights = F.scaled_dot_product_attention(q, k, v, scale=1.0, return_weights=True)
-        self._keep(weights)
+        o = self._attend(q, k, v, scale=1.0)
         return x + self.gamma * _tokens_as_pixels(o, h, w)
 
     def extra_repr(self) -> str:
@@ -214,8 +217,7 @@ class NonLocalBlock(_KeepsAttention):
         q = _pixels_as_tokens(self.theta(x))
         k = _pixels_as_tokens(self.phi(x))
         v = _pixels_as_tokens(self.g(x))
-        y, weights = F.scaled_dot_product_attention(q, k, v, scale=1.0, return_weights=True)
-        self._keep(weights)
+        y = self._attend(q, k, v, scale=1.0)
         return x + self.out_norm(self.out_conv(_tokens_as_pixels(y, h, w)))
 
     def extra_repr(self) -> str:

@@ -206,9 +206,11 @@ def test_self_attention2d_forward_matches_reference(dtype, device):
     np.testing.assert_allclose(m.last_attention.sum(axis=-1), 1.0, rtol=1e-6)
 
 
-def test_self_attention2d_gradcheck():
+@pytest.mark.parametrize("keep_attention", [True, False])
+def test_self_attention2d_gradcheck(keep_attention):
     rng = np.random.default_rng(5)
     m = randomize(nn.SelfAttention2d(4, reduction=2).double(), rng)
+    m.keep_attention = keep_attention  # False: the op is called without its weights output
     x = sa.tensor(rng.standard_normal((2, 4, 2, 3)), requires_grad=True)
     gradcheck_module(m, x)
 
@@ -241,7 +243,7 @@ def test_nonlocal_is_identity_at_init(training, device):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nonlocal_forward_matches_reference_in_eval_mode(dtype, device):
     rng = np.random.default_rng(7)
-    m = randomize(nn.NonLocalBlock(4, inter_channels=3).to(device, dtype), rng)
+    m = randomize(nn.NonLocalBlock(4, inter_channels=3), rng).to(device, dtype)  # filled on the CPU, then moved
     m.out_norm.running_mean.data[...] = sa.tensor(rng.standard_normal(4).astype(dtype), device=device).data
     m.out_norm.running_var.data[...] = sa.tensor(rng.random(4).astype(dtype) + 0.5, device=device).data
     m.eval()
@@ -267,3 +269,18 @@ def test_nonlocal_bad_input():
         nn.NonLocalBlock(4)(sa.tensor(np.zeros((1, 4, 3), dtype=np.float32)))
     with pytest.raises(ValueError, match="inter_channels must be a positive int"):
         nn.NonLocalBlock(4, inter_channels=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,cls", [("self_attention2d", "SelfAttention2d"), ("nonlocal", "NonLocalBlock")])
+def test_registered_in_create_attention(name, cls):
+    if not hasattr(nn, "create_attention"):
+        pytest.fail("nn.create_attention does not exist yet (scratchattn/nn/registry.py)")
+    block = nn.create_attention(name, 16)
+    assert type(block).__name__ == cls
+    x = np.random.default_rng(9).standard_normal((1, 16, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(block(sa.tensor(x)).numpy(), x)  # both start as the identity
