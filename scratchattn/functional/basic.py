@@ -359,7 +359,11 @@ class Permute(Function):
 
 
 class GetItem(Function):
-    """y = x[index]; the gradient scatters back with add.at, so repeated indices accumulate."""
+    """y = x[index]. The gradient goes back to the selected positions.
+
+    Basic indices (ints, slices, None, Ellipsis) select each element at most once, so the gradient is written in
+    place; advanced (array) indices may repeat an element, so they scatter with ``add.at``, which accumulates.
+    """
 
     def __init__(self, index):
         self.index = index
@@ -372,8 +376,9 @@ class GetItem(Function):
         shape, dtype = self.src
         xp = backend.get_array_module(g)
         dx = xp.zeros(shape, dtype=dtype)
-        if xp is np:
-            np.add.at(dx, self.index, g)
+        parts = self.index if isinstance(self.index, tuple) else (self.index,)
+        if all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts):
+            dx[self.index] = g
         else:
             xp.add.at(dx, self.index, g)
         return dx
