@@ -90,9 +90,12 @@ class MaxPool2d(Function):
                     y = v.copy()
                     argmax = xp.zeros(y.shape, dtype=index_dtype)
                     continue
-                better = (v > y) | xp.isnan(v)  # strict '>': a tie keeps the earlier offset
-                y = xp.where(better, v, y)
-                argmax = xp.where(better, index_dtype.type(i * kw + j), argmax)
+                better = v > y  # strict '>': a tie keeps the earlier offset
+                better |= v != v  # a NaN wins (and y becomes NaN below), as in PyTorch
+                y = xp.maximum(y, v)  # maximum propagates NaN
+                # offsets are visited in increasing order, so "argmax = k where better" is a maximum too:
+                # branch-free, unlike where() on a random mask
+                argmax = xp.maximum(argmax, better * index_dtype.type(i * kw + j))
         self.argmax = argmax
         self.x_shape = x.shape
         return y
