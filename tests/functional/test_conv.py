@@ -174,3 +174,14 @@ def test_conv2d_errors_name_the_argument():
         F.conv2d(x, sa.tensor(np.zeros((2, 4, 3, 3), dtype=np.float32)))
     with pytest.raises(TypeError, match="input must be floating point"):
         F.conv2d(sa.tensor(np.zeros((1, 4, 5, 5), dtype=np.int64)), w)
+
+
+def test_conv2d_accepts_non_contiguous_input():
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((2, 6, 5, 3))
+    x_view = base.transpose(0, 3, 2, 1)[:, :, ::-1]  # (2, 3, 5, 6), permuted and with a negative stride
+    w = rng.standard_normal((4, 3, 2, 2))
+    for padding in (0, 1):
+        got = F.conv2d(sa.tensor(x_view), sa.tensor(w), padding=padding).numpy()
+        want = F.conv2d(sa.tensor(np.ascontiguousarray(x_view)), sa.tensor(w), padding=padding).numpy()
+        np.testing.assert_array_equal(got, want)
