@@ -27,6 +27,15 @@ test: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 
+$(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/activate
+	$(PIP) install -e ".[examples,bench]"
+	touch $@
+
+# CPU benchmarks side by side with PyTorch (a few minutes; run on a quiet machine). Prints the table, writes
+# benchmarks/results/<machine>-<date>.json and docs/benchmarks.md. Options: make bench BENCH_ARGS="--quick".
+bench: $(VENV)/.installed-bench
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
 # On a machine with an NVIDIA GPU and CuPy already installed (no network needed): GPU tests, GPU benchmarks, a table.
 gpu-check:
 	PYTHON=$(PYTHON) bash scripts/gpu_check.sh

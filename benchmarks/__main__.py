@@ -1,0 +1,328 @@
+"""``python -m benchmarks``: time every headline kernel side by side with PyTorch, print a table, record the run.
+
+    python -m benchmarks                      # CPU: all cases, scaling, peak memory, first-call cost; writes
+                                              # benchmarks/results/<machine>-<date>.json and docs/benchmarks.md
+    python -m benchmarks --quick              # a few samples of each case (a smoke test; writes *-quick.json)
+    python -m benchmarks --filter "grid_sample&NHWC" --filter attention   # cases matching either filter
+    python -m benchmarks --threads 1          # Numba and PyTorch both on one thread
+    python -m benchmarks --gpu                # CuPy kernels vs PyTorch CUDA (scripts/gpu_check.sh runs this)
+    python -m benchmarks --list               # the case names
+
+A run's sections: ``ops`` (the table), ``scaling`` (time against output size, the plot), ``memory`` (peak of
+forward+backward, CPU only), ``compile`` (first-call cost with cold and warm caches, CUDA compile times). A full
+run has them all; ``--quick`` and ``--filter`` default to ``ops`` alone (``--sections`` chooses). Only a full run
+regenerates docs/benchmarks.md, unless ``--docs PATH`` asks for it. PyTorch is optional: without it (or with
+``--no-torch``) its columns stay empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+import traceback
+import tracemalloc
+
+from . import harness, ops, report
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SECTIONS = ("ops", "scaling", "memory", "compile")
+
+# name: (warmup, rounds, min_rounds, budget_s per case, min_sample_s)
+PROFILES = {
+    "cpu": (3, 40, 7, 3.0, 5e-3),
+    "quick": (1, 3, 2, 0.2, 0.0),
+    "gpu": (3, 40, 7, 0.6, 2e-3),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--quick", action="store_true", help="few samples a case, ops only (a smoke test)")
+    p.add_argument("--gpu", action="store_true", help="CuPy kernels on the GPU vs PyTorch CUDA")
+    p.add_argument("--filter", action="append", metavar="SUBSTR",
+                   help="only cases whose name contains SUBSTR (case-insensitive; 'A&B' needs both; repeat the "
+                        "option for cases matching any)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="threads for Numba and PyTorch alike (default: all cores)")
+    p.add_argument("--threading-layer", choices=("omp", "tbb", "workqueue"), default=None,
+                   help="Numba's threading layer (default: Numba's own choice, reported)")
+    p.add_argument("--sections", default=None,
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all for a full run, ops for "
+                        "--quick or --filter)")
+    p.add_argument("--no-torch", action="store_true", help="do not import PyTorch (its columns stay empty)")
+    p.add_argument("--budget", type=float, default=None, help="seconds of timed rounds per case")
+    p.add_argument("--rounds", type=int, default=None, help="most samples per variant and case")
+    p.add_argument("--out", default=os.path.join(HERE, "results"), help="folder of the JSON results")
+    p.add_argument("--docs", default=None,
+                   help="markdown file to regenerate (default docs/benchmarks.md after a full run; 'none' to skip)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--list", action="store_true", help="print the case names and exit")
+    args = p.parse_args(argv)
+    partial = bool(args.quick or args.filter)
+    if args.sections is None:
+        args.sections = ["ops"] if partial else list(SECTIONS)
+    else:
+        args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+        unknown = sorted(set(args.sections) - set(SECTIONS))
+        if unknown:
+            p.error(f"--sections: unknown {unknown}; choose from {SECTIONS}")
+    args.partial = partial or set(args.sections) != set(SECTIONS)
+    if args.docs is None:
+        args.docs = None if args.partial else os.path.join(REPO, "docs", "benchmarks.md")
+    elif args.docs.lower() == "none":
+        args.docs = None
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1; got {args.threads}")
+    return args
+
+
+def import_torch(args):
+    """PyTorch, or None (not installed, --no-torch, or --gpu without a CUDA build); and why it is None."""
+    if args.no_torch:
+        return None, "--no-torch"
+    try:
+        import torch
+    except ImportError as exc:
+        return None, f"torch is not importable ({exc})"
+    if args.gpu and not torch.cuda.is_available():
+        return None, "this PyTorch build sees no CUDA device"
+    return torch, None
+
+
+# =================================================================================================================
+# sections
+# =================================================================================================================
+
+
+def time_case(case: ops.Case, env: ops.Env, profile) -> dict:
+    """Build and time one case; the row of the results (with ``unavailable`` or ``error`` when it could not run)."""
+    warmup, rounds, min_rounds, budget_s, min_sample_s = profile
+    row = {"name": case.name, "op": case.op, "variant": case.variant, "direction": case.direction,
+           "shape": case.shape, "target": case.target, "twin_target": case.twin_target,
+           "gpu_target": case.gpu_target}
+    try:
+        built = case.build(env)
+        timings = harness.time_interleaved(built.variants, sync=env.sync_all, warmup=warmup, rounds=rounds,
+                                           min_rounds=min_rounds, budget_s=budget_s, min_sample_s=min_sample_s)
+    except ops.Unavailable as exc:
+        row["unavailable"] = str(exc)
+        return row
+    except Exception as exc:  # noqa: BLE001 - one broken case must not end the run; the row says what broke
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["traceback"] = traceback.format_exc(limit=6)
+        return row
+    finally:
+        gc.collect()
+    row["floor_bytes"] = built.floor_bytes
+    row["note"] = built.note
+    row["timings"] = {name: t.to_dict() for name, t in timings.items()}
+    row["ratio_torch"] = report.ratio(row, "torch")
+    row["ratio_twin"] = report.ratio(row, "twin")
+    return row
+
+
+def run_ops(cases, env, profile, bandwidth) -> list[dict]:
+    rows = []
+    for k, case in enumerate(cases, 1):
+        t0 = time.perf_counter()
+        row = time_case(case, env, profile)
+        rows.append(row)
+        if row.get("timings"):
+            t = row["timings"]
+            summary = f"{t['scratchattn']['median'] * 1e3:.3g} ms"
+            if row.get("ratio_torch") is not None:
+                summary += f", {row['ratio_torch']:.2f}x torch"
+            if row.get("ratio_twin") is not None:
+                summary += f", {row['ratio_twin']:.2f}x twin"
+            fraction = report.floor_fraction(row, "scratchattn", bandwidth)
+            if fraction is not None:
+                summary += f", {100 * fraction:.0f}% of floor"
+        else:
+            summary = row.get("unavailable") or row.get("error")
+        print(f"[{k}/{len(cases)}] {case.name}: {summary} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    return rows
+
+
+def run_scaling(env, profile) -> tuple[dict, dict]:
+    warmup, rounds, min_rounds, budget_s, min_sample_s = profile
+    point_profile = (warmup, rounds, min_rounds, budget_s / 2, min_sample_s)
+    series, fits = {}, {}
+    for name, cases in ops.scaling_series().items():
+        points = []
+        for case in cases:
+            row = time_case(case, env, point_profile)
+            point = {"size": case.size, "shape": case.shape}
+            if row.get("timings"):
+                point["timings"] = row["timings"]
+            else:
+                point["unavailable"] = row.get("unavailable") or row.get("error")
+            points.append(point)
+        timed = [p for p in points if p.get("timings")]
+        fits[name] = {}
+        for variant in ("scratchattn", "torch"):
+            if timed and all(variant in p["timings"] for p in timed):
+                sizes = [p["size"] for p in timed]
+                times = [p["timings"][variant]["median"] for p in timed]
+                fits[name][f"{variant}_all"] = report.fit_slope(sizes, times)
+                fits[name][f"{variant}_top"] = report.fit_slope(sizes[-3:], times[-3:])
+        series[name] = points
+        slope = fits[name].get("scratchattn_top")
+        print(f"scaling {name}: {len(timed)}/{len(points)} sizes"
+              + (f", slope of the largest three {slope:.2f}" if slope is not None else ""), flush=True)
+    return series, fits
+
+
+def run_memory() -> list[dict]:
+    rows = []
+    for case in ops.memory_cases():
+        row = {"name": case.name}
+        try:
+            run, leaves = case.setup()
+            held = run()  # warm-up: compiles kernels and fills the caches that later calls reuse
+            del held
+            for t in leaves:
+                t.grad = None
+            gc.collect()
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            held = run()
+            peak = tracemalloc.get_traced_memory()[1] - base
+            tracemalloc.stop()
+            row["must_hold_bytes"] = int(sum(a.nbytes for a in held if a is not None))
+            row["peak_bytes"] = int(peak)
+            del held
+        except ops.Unavailable as exc:
+            row["unavailable"] = str(exc)
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if tracemalloc.is_tracing():
+                tracemalloc.stop()
+            gc.collect()
+        rows.append(row)
+        if "peak_bytes" in row:
+            print(f"memory {row['name']}: peak {row['peak_bytes'] / 2**20:.1f} MiB, must hold "
+                  f"{row['must_hold_bytes'] / 2**20:.1f} MiB", flush=True)
+        else:
+            print(f"memory {row['name']}: {row.get('unavailable') or row.get('error')}", flush=True)
+    return rows
+
+
+def run_compile(device: str) -> tuple[dict, dict | None]:
+    from . import firstcall
+
+    try:
+        first = firstcall.first_call_costs(device)
+        print(f"first call (cold cache): {first['cold']['total_first_calls_s']:.2f} s in all; warm: "
+              f"{first['warm']['total_first_calls_s']:.2f} s", flush=True)
+    except Exception as exc:  # noqa: BLE001
+        first = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"first call: {first['error']}", flush=True)
+    compiled = None
+    if device == "cpu":
+        compiled = firstcall.cuda_compile_times()
+        nv, hs = compiled.get("nvrtc_s", {}), compiled.get("host_shim_s", {})
+        print(f"CUDA compile: NVRTC {sum(nv.values()):.2f} s for {len(nv)} builds; host shim "
+              f"{sum(hs.values()):.2f} s for {len(hs)} builds", flush=True)
+    return first, compiled
+
+
+# =================================================================================================================
+# main
+# =================================================================================================================
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cases = ops.filter_cases(ops.all_cases(), args.filter)
+    if args.list:
+        print("\n".join(c.name for c in cases))
+        return 0
+    if args.filter and not cases and "ops" in args.sections:
+        print(f"no case matches {args.filter}; see --list", file=sys.stderr)
+        return 2
+
+    from scratchattn import backend
+
+    kind = "gpu" if args.gpu else "cpu"
+    gpu_name = None
+    if args.gpu:
+        reason = backend.cuda_unavailable_reason()
+        if reason is not None:
+            print(f"--gpu: no usable GPU: {reason}", file=sys.stderr)
+            return 2
+        cupy = backend.cupy_module()
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+
+    torch, torch_reason = import_torch(args)
+    threads = harness.configure_threads(args.threads, torch, args.threading_layer)
+    meta = harness.machine_info(gpu_name, torch)
+    if args.gpu:
+        meta["cupy"] = backend.cupy_module().__version__
+    profile = list(PROFILES["quick" if args.quick else kind])
+    if args.rounds is not None:
+        profile[1] = max(1, args.rounds)
+        profile[2] = min(profile[2], profile[1])
+    if args.budget is not None:
+        profile[3] = args.budget
+    profile = tuple(profile)
+    env = ops.Env("cuda" if args.gpu else "cpu", torch, seed=args.seed)
+
+    started = time.perf_counter()
+    if args.gpu:
+        bandwidth = harness.copy_bandwidth(1 << 30, env.xp, sync=env.sync)
+    else:
+        bandwidth = harness.copy_bandwidth((64 if args.quick else 256) << 20, rounds=5 if args.quick else 15)
+    threads["numba_threading_layer"] = harness.numba_threading_layer()
+    load = meta.get("load_average", [0.0])[0]
+    print(f"scratchattn benchmarks ({kind}): {meta['cpu']}, {meta['cores']} cores"
+          + (f", {gpu_name}" if gpu_name else "")
+          + f"; {threads['threads']} threads (Numba layer {threads['numba_threading_layer']}); torch: "
+          + (meta["torch"] if torch is not None else f"none ({torch_reason})")
+          + f"; copy bandwidth {bandwidth['floor_bytes_per_s'] / 1e9:.1f} GB/s; load average {load}", flush=True)
+
+    results = {
+        "kind": kind, "quick": args.quick, "partial": args.partial,
+        "noisy": load > 0.5 * (1 if args.gpu else args.threads),
+        "meta": meta, "threads": threads, "bandwidth": bandwidth, "torch_missing_reason": torch_reason,
+        "settings": dict(zip(("warmup", "rounds", "min_rounds", "budget_s", "min_sample_s"), profile),
+                         filters=args.filter, sections=args.sections, seed=args.seed),
+        "cases": [],
+    }
+    if "ops" in args.sections:
+        results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"])
+    if "scaling" in args.sections:
+        results["scaling"], results["scaling_fits"] = run_scaling(env, profile)
+    if "memory" in args.sections and not args.gpu:
+        results["memory"] = run_memory()
+    if "compile" in args.sections:
+        results["first_call"], results["cuda_compile"] = run_compile(env.device)
+    results["seconds"] = time.perf_counter() - started
+    try:
+        results["meta"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+
+    if results["cases"]:
+        print()
+        print(report.format_console(results))
+        print()
+        print(report.target_summary(results))
+    path = report.write_json(results, args.out)
+    print(f"\nresults: {os.path.relpath(path)}")
+    if args.docs:
+        docs = report.write_docs(results, args.docs, args.out, os.path.join(HERE, "notes.md"))
+        print(f"docs: {os.path.relpath(docs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
