@@ -20,6 +20,7 @@ The derivation of the backward is in ``docs/derivations.md``, section "Squeeze-a
 from __future__ import annotations
 
 import functools
+import math
 
 from .. import backend
 from ..autograd import Function, as_tensor
@@ -34,6 +35,12 @@ def _kernel_module(path: str):
     else:
         from ..kernels.cuda import squeeze_excitation as kernels
     return kernels
+
+
+def _call_serially(kernels, kernel, *arrays):
+    # Small arrays: one thread is as fast, and immune to waiting for a descheduled second thread.
+    with kernels.single_thread():
+        kernel(*arrays)
 
 
 def _sigmoid(a, xp):
@@ -72,7 +79,11 @@ class SqueezeExcitation(Function):
     # -- kernels, chosen once in forward --------------------------------------------------------------------------
     def _kernel(self, name: str):
         kernel = getattr(self.kernels, f"{name}_{self.layout.lower()}")
-        return kernel if self.path == "numba" else functools.partial(kernel, target=self.path)
+        if self.path != "numba":
+            return functools.partial(kernel, target=self.path)
+        if math.prod(self.shape) < self.kernels.SERIAL_BELOW:
+            return functools.partial(_call_serially, self.kernels, kernel)
+        return kernel
 
     def _big_view(self, a):
         """``a`` as the 3-D view the kernels take: (N, C, HW) for NCHW, (N, HW, C) for NHWC."""

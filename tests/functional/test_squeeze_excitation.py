@@ -254,16 +254,31 @@ def test_non_contiguous_input_and_gradient(kernel_path):
     assert_close(x.grad[:, :, :, ::2], dx, np.float64, "dx")
 
 
-def test_numba_results_are_bitwise_reproducible():
-    arrays = make_inputs((3, 16, 17, 9), 4, np.float32, "NHWC")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_numba_results_are_bitwise_reproducible_across_runs_and_thread_counts(layout):
+    # Large enough for the op to run the kernels in parallel (SERIAL_BELOW); the third run forces one thread.
+    from scratchattn.kernels.cpu import squeeze_excitation as kernels
+
+    shape = nhwc_shape((4, 32, 33, 17), layout)
+    assert np.prod(shape) >= kernels.SERIAL_BELOW
+    arrays = make_inputs(shape, 4, np.float32, layout)
+    g = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
     results = []
-    for _ in range(2):
+    for run in range(3):
         x, w1, b1, w2, b2 = [sa.tensor(a.copy(), requires_grad=True) for a in arrays]
-        y = squeeze_excitation(x, w1, b1, w2, b2, layout="NHWC")
-        y.backward(np.ones(y.shape, np.float32))
-        results.append([y.numpy(), x.grad, w1.grad, w2.grad])
-    for a, b in zip(*results):
-        assert np.array_equal(a, b)
+        if run < 2:
+            y = squeeze_excitation(x, w1, b1, w2, b2, layout=layout)
+            y.backward(g)
+        else:
+            with kernels.single_thread():
+                y = squeeze_excitation(x, w1, b1, w2, b2, layout=layout)
+                y.backward(g)
+        results.append([y.numpy(), x.grad, w1.grad, b1.grad, w2.grad, b2.grad])
+    for k, (first, second, serial) in enumerate(zip(*results)):
+        assert np.array_equal(first, second), k
+        assert np.array_equal(first, serial), k
+    y_ref = reference_forward(*arrays, layout=layout)[0]
+    np.testing.assert_allclose(results[0][0], y_ref, **TOL[np.float32])
 
 
 # =================================================================================================================

@@ -26,12 +26,34 @@ with it, it keeps several partial sums in SIMD lanes. The order is still fixed b
 
 from __future__ import annotations
 
+import contextlib
+
+import numba
 import numpy as np
 from numba import njit, prange
 
 # Pixels per block in the NHWC reductions: large enough that the per-block overhead is small, small enough that a
 # sample of a 7x7 or 14x14 map still splits into a few blocks for the two threads.
 PIXEL_BLOCK = 64
+
+# Below this many elements the caller runs a kernel on one thread (see single_thread).
+SERIAL_BELOW = 1 << 16
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run the kernels called inside on one thread.
+
+    A parallel loop ends with every thread waiting for the slowest; on a busy machine one descheduled thread makes
+    a microsecond kernel take milliseconds. For small arrays one thread is as fast as two, so the functional runs
+    them serially. (The kernels are the same compiled functions; only Numba's thread count for this caller changes.)
+    """
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 _REDUCE = dict(parallel=True, cache=True, error_model="numpy", fastmath={"reassoc"})
 _ELEMENTWISE = dict(parallel=True, cache=True, error_model="numpy")
