@@ -148,7 +148,21 @@ def configure_threads(threads: int, torch=None, threading_layer: str | None = No
     if torch is not None:
         torch.set_num_threads(threads)
         info["torch_threads"] = torch.get_num_threads()
+    # NumPy's BLAS (behind scratchattn's matmul, conv2d and attention) gets the same count, through threadpoolctl
+    # when it is installed (it comes with scikit-learn); otherwise its default (all cores) is reported as unknown.
+    try:
+        import threadpoolctl
+    except ImportError:
+        info["blas_threads"] = None
+    else:
+        global _blas_limits
+        _blas_limits = threadpoolctl.threadpool_limits(threads, user_api="blas")
+        pools = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        info["blas_threads"] = {p["internal_api"]: p["num_threads"] for p in pools}
     return info
+
+
+_blas_limits = None  # kept alive: the limit holds while this object exists
 
 
 def numba_threading_layer() -> str:

@@ -150,7 +150,8 @@ def describe_setup(results: dict) -> str:
     if results["kind"] == "cpu":
         th = results["threads"]
         lines.append(f"- threads: {th['threads']} for both libraries (numba.set_num_threads -> {th['numba_threads']}, "
-                     f"torch.set_num_threads -> {th.get('torch_threads', 'n/a')}); Numba threading layer "
+                     f"torch.set_num_threads -> {th.get('torch_threads', 'n/a')}, NumPy's BLAS -> "
+                     f"{th.get('blas_threads') or 'not controlled'}); Numba threading layer "
                      f"`{th.get('numba_threading_layer')}`")
     copies = ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bw.items() if k not in ("array_bytes",
                                                                                        "floor_bytes_per_s"))
