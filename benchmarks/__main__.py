@@ -100,12 +100,12 @@ def import_torch(args):
 # =================================================================================================================
 
 
-def time_case(case: ops.Case, env: ops.Env, profile) -> dict:
+def time_case(case: ops.Case, env: ops.Env, profile, bandwidth: float | None = None) -> dict:
     """Build and time one case; the row of the results (with ``unavailable`` or ``error`` when it could not run)."""
     warmup, rounds, min_rounds, budget_s, min_sample_s = profile
     row = {"name": case.name, "op": case.op, "variant": case.variant, "direction": case.direction,
            "shape": case.shape, "target": case.target, "twin_target": case.twin_target,
-           "gpu_target": case.gpu_target}
+           "gpu_target": case.gpu_target, "gpu_floor_target": case.gpu_floor_target}
     try:
         built = case.build(env)
         timings = harness.time_interleaved(built.variants, sync=env.sync_all, warmup=warmup, rounds=rounds,
@@ -124,6 +124,8 @@ def time_case(case: ops.Case, env: ops.Env, profile) -> dict:
     row["timings"] = {name: t.to_dict() for name, t in timings.items()}
     row["ratio_torch"] = report.ratio(row, "torch")
     row["ratio_twin"] = report.ratio(row, "twin")
+    if bandwidth:
+        row["floor_fraction"] = {name: report.floor_fraction(row, name, bandwidth) for name in row["timings"]}
     return row
 
 
@@ -131,7 +133,7 @@ def run_ops(cases, env, profile, bandwidth) -> list[dict]:
     rows = []
     for k, case in enumerate(cases, 1):
         t0 = time.perf_counter()
-        row = time_case(case, env, profile)
+        row = time_case(case, env, profile, bandwidth)
         rows.append(row)
         if row.get("timings"):
             t = row["timings"]
@@ -153,7 +155,8 @@ def run_scaling(env, profile) -> tuple[dict, dict]:
     warmup, rounds, min_rounds, budget_s, min_sample_s = profile
     point_profile = (warmup, rounds, min_rounds, budget_s / 2, min_sample_s)
     series, fits = {}, {}
-    for name, cases in ops.scaling_series().items():
+    sides = ops.SCALING_SIDES_GPU if env.device == "cuda" else ops.SCALING_SIDES
+    for name, cases in ops.scaling_series(sides).items():
         points = []
         for case in cases:
             row = time_case(case, env, point_profile)

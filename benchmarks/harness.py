@@ -231,6 +231,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_NUM_THREADS",
+                   "NUMBA_THREADING_LAYER", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "SCRATCHATTN_KERNELS")
+
+
 def machine_info(gpu_name: str | None = None, torch=None) -> dict:
     """What the results must be read against: CPU, cores, GPU, library versions, date (UTC)."""
     import numba
@@ -247,6 +251,8 @@ def machine_info(gpu_name: str | None = None, torch=None) -> dict:
         "torch": getattr(torch, "__version__", None),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+    # The settings of the thread pools that a user might have changed: results depend on them.
+    info["environment"] = {k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ}
     if gpu_name:
         info["gpu"] = gpu_name
     info["machine"] = slug(gpu_name) if gpu_name else f"{slug(info['cpu'])}-{cores}c"

@@ -44,6 +44,9 @@ def verdict(row: dict, kind: str) -> str:
         checks.append(row["ratio_torch"] <= torch_target)
     if kind == "cpu" and row.get("twin_target") is not None and row.get("ratio_twin") is not None:
         checks.append(row["ratio_twin"] <= row["twin_target"])
+    fraction = (row.get("floor_fraction") or {}).get("scratchattn")
+    if kind == "gpu" and row.get("gpu_floor_target") is not None and fraction is not None:
+        checks.append(fraction >= row["gpu_floor_target"])
     if not checks:
         return ""
     return "ok" if all(checks) else "MISS"
@@ -87,6 +90,8 @@ def _target(row: dict, kind: str) -> str:
         parts.append(f"<={torch_target:g}x")
     if kind == "cpu" and row.get("twin_target") is not None:
         parts.append(f"twin<={row['twin_target']:.2f}x")
+    if kind == "gpu" and row.get("gpu_floor_target") is not None:
+        parts.append(f"floor>={100 * row['gpu_floor_target']:.0f}%")
     return " ".join(parts)
 
 
@@ -152,7 +157,8 @@ def describe_setup(results: dict) -> str:
         lines.append(f"- threads: {th['threads']} for both libraries (numba.set_num_threads -> {th['numba_threads']}, "
                      f"torch.set_num_threads -> {th.get('torch_threads', 'n/a')}, NumPy's BLAS -> "
                      f"{th.get('blas_threads') or 'not controlled'}); Numba threading layer "
-                     f"`{th.get('numba_threading_layer')}`")
+                     f"`{th.get('numba_threading_layer')}`; environment "
+                     f"{meta.get('environment') or 'default (no thread variables set)'}")
     copies = ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bw.items() if k not in ("array_bytes",
                                                                                        "floor_bytes_per_s"))
     lines.append(f"- copy bandwidth (read + write, {bw['array_bytes'] >> 20} MiB float32 array): {copies}; "

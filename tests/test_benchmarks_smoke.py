@@ -136,6 +136,13 @@ def test_ratios_verdicts_and_floor():
     # 1 GB at 10 GB/s is 0.1 s; done in 0.4 s that is 25% of the floor.
     assert report.floor_fraction(_row(0.4, floor=10**9), "scratchattn", 1e10) == pytest.approx(0.25)
     assert report.floor_fraction(_row(0.4), "scratchattn", 1e10) is None
+    # On the GPU the ratio target and the floor target (a fraction of copy bandwidth) must both hold.
+    gpu = _row(1.0, torch=1.0)
+    gpu.update(gpu_target=1.2, gpu_floor_target=0.6, floor_fraction={"scratchattn": 0.5})
+    assert report.verdict(gpu, "gpu") == "MISS"
+    gpu["floor_fraction"]["scratchattn"] = 0.7
+    assert report.verdict(gpu, "gpu") == "ok"
+    assert report.verdict(gpu, "cpu") == ""  # the CPU targets are not set on this row
 
 
 def test_filter_cases():
