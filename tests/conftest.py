@@ -17,6 +17,12 @@ from scratchattn import backend
 GPU_REASON = backend.cuda_unavailable_reason()
 
 
+def pytest_report_header(config):
+    gpu = "available" if GPU_REASON is None else f"unavailable, gpu tests skipped ({GPU_REASON})"
+    shim = host_shim_skip_reason() or "available"
+    return [f"scratchattn: GPU {gpu}", f"scratchattn: cuda-host kernel path {shim}"]
+
+
 def pytest_collection_modifyitems(config, items):
     if GPU_REASON is None:
         return
