@@ -12,6 +12,7 @@ import pytest
 import scratchattn as sa
 from scratchattn import backend
 from scratchattn import functional as F
+from scratchattn.kernels.cpu import affine_grid as cpu_kernels
 
 # =================================================================================================================
 # NumPy references
@@ -212,7 +213,8 @@ def test_backward_is_deterministic(kernel_path):
 def test_numba_backward_is_identical_across_thread_counts():
     numba = pytest.importorskip("numba")
     rng = np.random.default_rng(7)
-    n, h, w = 4, 31, 29
+    n, h, w = 3, 101, 113  # above PARALLEL_MIN_POINTS: the parallel kernels run
+    assert n * h * w >= cpu_kernels.PARALLEL_MIN_POINTS
     theta_np = random_theta(rng, n, np.float32)
     grad_grid = rng.standard_normal((n, h, w, 2)).astype(np.float32)
     results = []
@@ -230,6 +232,24 @@ def test_numba_backward_is_identical_across_thread_counts():
     for grid, grad in results[1:]:
         np.testing.assert_array_equal(grid, results[0][0])
         np.testing.assert_array_equal(grad, results[0][1])
+
+
+def test_numba_serial_and_parallel_kernels_agree_bitwise(monkeypatch):
+    # Small problems take the serial loop, large ones the parallel one; both run the same per-row body.
+    rng = np.random.default_rng(8)
+    n, h, w = 2, 7, 9
+    theta_np = random_theta(rng, n, np.float32)
+    grad_grid = rng.standard_normal((n, h, w, 2)).astype(np.float32)
+    results = []
+    for threshold in (0, 1 << 62):  # every size parallel, then every size serial
+        monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_POINTS", threshold)
+        with backend.use_kernels("numba"):
+            theta = sa.tensor(theta_np, requires_grad=True)
+            grid = F.affine_grid(theta, (n, 1, h, w))
+            grid.backward(grad_grid)
+        results.append((grid.numpy(), theta.grad.copy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
 # =================================================================================================================
