@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test lint bench gpu-check clean
+.PHONY: demo test lint bench gpu-check sanitize clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(VENV)/.installed-bench
 # On a machine with an NVIDIA GPU and CuPy already installed (no network needed): GPU tests, GPU benchmarks, a table.
 gpu-check:
 	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
+
+# The CUDA kernels on the host shim under AddressSanitizer + UBSan, over a larger fuzz corpus (needs g++ or clang++).
+sanitize: $(VENV)/.installed-test
+	SCRATCHATTN_SANITIZE_CASES=400 $(PY) -m pytest tests/robustness/test_sanitizer.py -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
