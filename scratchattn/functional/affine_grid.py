@@ -234,7 +234,7 @@ class ProjectiveGrid(Function):
         xp = backend.get_array_module(homography)
         points, uvw = self._project(homography)
         inv_w = 1 / uvw[:, :, 2]
-        g = grad_grid.reshape(homography.shape[0], -1, 2)
+        g = grad_grid.reshape(homography.shape[0], self.h * self.w, 2)  # not -1: N may be 0
         gx, gy = g[:, :, 0], g[:, :, 1]
         q = xp.empty_like(uvw)  # dL/d(u, v, w) at each point
         q[:, :, 0] = gx * inv_w

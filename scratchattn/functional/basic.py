@@ -38,7 +38,9 @@ def unbroadcast(grad, shape):
 
 def _pair(a, b):
     """Turn the operands of a binary op into Tensors, giving Python scalars the dtype of the Tensor operand."""
-    ref = a if isinstance(a, Tensor) else b
+    ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    if ref is None:  # neither is a Tensor (F.add(array, 2)): NumPy's own promotion
+        ref = Tensor(a if backend.is_array(a) else np.asarray(a))
     xp = backend.get_array_module(ref.data)
 
     def convert(v):
@@ -46,7 +48,12 @@ def _pair(a, b):
             return v
         if backend.is_array(v):
             return Tensor(v)
-        return Tensor(xp.asarray(v, dtype=ref.dtype))
+        try:
+            if v is None:  # np.asarray(None, dtype=float) would be NaN
+                raise TypeError
+            return Tensor(xp.asarray(v, dtype=ref.dtype))
+        except (TypeError, ValueError):
+            raise TypeError(f"operands must be Tensors, arrays or numbers; got {type(v).__name__} {v!r:.60}") from None
 
     return convert(a), convert(b)
 

@@ -257,8 +257,8 @@ class GlobalAvgPool2d(Function):
 
     def forward(self, x):
         self.x_shape = x.shape
-        n, c = x.shape[:2]
-        return x.reshape(n, c, -1).mean(axis=2).reshape(n, c, 1, 1)
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h * w).mean(axis=2).reshape(n, c, 1, 1)  # h * w, not -1: N or C may be 0
 
     def backward(self, g):
         xp = backend.get_array_module(g)

@@ -341,7 +341,7 @@ class Flatten(Module):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
 
     def forward(self, x):
-        return x.flatten(self.start_dim, self.end_dim)
+        return F.flatten(x, self.start_dim, self.end_dim)  # F.flatten: a NumPy array is accepted as every layer does
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -146,7 +146,8 @@ def make_view(a: np.ndarray, kind: str) -> np.ndarray:
         flipped = np.ascontiguousarray(a[(slice(None, None, -1),) * a.ndim])
         return flipped[(slice(None, None, -1),) * a.ndim]
     if kind == "strided":  # every other element of a twice-as-wide buffer along the last axis
-        big = np.full(a.shape[:-1] + (2 * a.shape[-1],), np.nan, dtype=a.dtype)
+        # The gaps hold NaN (or -1 for integers): an op that read them would show it.
+        big = np.full(a.shape[:-1] + (2 * a.shape[-1],), np.nan if a.dtype.kind == "f" else -1, dtype=a.dtype)
         big[..., ::2] = a
         return big[..., ::2]
     if kind == "fortran":
