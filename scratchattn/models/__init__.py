@@ -13,4 +13,5 @@ from .se_resnet import (
     se_resnet50,
     se_resnet56,
 )
+from .stcnn import CNN, STCNN, localization_net
 from .vit import TinyViT
