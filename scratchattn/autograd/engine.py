@@ -49,6 +49,11 @@ def run_backward(root, grad, retain_graph: bool) -> None:
 
     pending = {id(root_fn): [None] * len(root_fn.output_meta)}
     pending[id(root_fn)][root.output_index] = grad
+    # ids of the gradient arrays that something else may still hold (the caller's grad, gradients waiting for
+    # another Function, arrays already stored as a leaf's .grad). A leaf keeps a gradient as its .grad without a
+    # copy only when it is a fresh array nobody else holds: backward functions may hand one array, or a view of
+    # their output gradient, to several inputs, and a leaf's .grad must be its own (it may be changed in place).
+    shared = {id(grad)}
     for fn in _topological_order(root_fn):
         grad_outputs = pending.pop(id(fn), None)
         if grad_outputs is None:
@@ -77,11 +82,13 @@ def run_backward(root, grad, retain_graph: bool) -> None:
             if g.dtype != t.data.dtype:
                 g = g.astype(t.data.dtype)
             if t.creator is None:
-                # A first gradient is copied: backward functions may hand the same array (or a view of the
-                # output gradient) to several inputs, and a leaf's .grad must be its own (optimisers update
-                # it in place).
-                t.grad = g.copy() if t.grad is None else t.grad + g
+                if t.grad is not None:
+                    t.grad = t.grad + g
+                else:
+                    t.grad = g.copy() if g.base is not None or id(g) in shared else g
+                shared.add(id(t.grad))
             else:
+                shared.add(id(g))
                 slot = pending.setdefault(id(t.creator), [None] * len(t.creator.output_meta))
                 previous = slot[t.output_index]
                 slot[t.output_index] = g if previous is None else previous + g
