@@ -202,6 +202,24 @@ def _decode(node, members, used: set):
     raise _Corrupt(f"unknown node kind {kind!r}")
 
 
+# sa.save stores members uncompressed, so a checkpoint unpacks to about its own size. A crafted archive could claim
+# members far larger than the file (a "zip bomb": memory exhausted by a small file) or hold two members of one name
+# (zipfile silently reads the last); both are refused before anything is unpacked.
+MAX_EXPANSION = 100
+
+
+def _check_archive(path: str) -> None:
+    if not zipfile.is_zipfile(path):
+        return  # not a zip: np.load says what it is (a bare .npy, a pickle, garbage)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if len(set(names)) != len(names):
+            raise _Corrupt(f"it holds several members of one name ({sorted({n for n in names if names.count(n) > 1})})")
+        unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > MAX_EXPANSION * os.path.getsize(path) + 2**20:
+            raise _Corrupt(f"its members would unpack to {unpacked} bytes from a file of {os.path.getsize(path)}")
+
+
 def load(path) -> dict:
     """Read a file written by :func:`save`. Arrays come back as NumPy arrays (load them into a model with
     ``load_state_dict``, which moves them to the model's device), tuples as lists.
@@ -212,6 +230,7 @@ def load(path) -> dict:
     if not os.path.isfile(path):
         raise ValueError(f"load: {path!r} does not exist or is not a file")
     try:
+        _check_archive(path)
         opened = np.load(path, allow_pickle=False)
         if not isinstance(opened, np.lib.npyio.NpzFile):  # a bare .npy array
             raise _Corrupt("it holds a single .npy array, not an .npz archive")
