@@ -241,3 +241,52 @@ def test_a_32_bit_offset_is_caught(tmp_path, monkeypatch):
     monkeypatch.setenv("MUTANT_DIR", str(tmp_path))
     with pytest.raises(AssertionError, match="mutant_body.*failed with exit status"):
         run_isolated("mutant_body", "cuda-host")
+
+
+# =================================================================================================================
+# on a GPU: the whole ops, forward and backward, on real arrays of more than 2^31 elements
+# =================================================================================================================
+
+
+@pytest.mark.gpu
+def test_whole_ops_past_2_31_elements_on_the_gpu():
+    """On a GPU the big arrays are real (8.6 GB each), so the kernels that write them are checked too."""
+    import scratchattn as sa
+    from scratchattn import backend
+    from scratchattn import functional as F
+
+    cp = backend.cupy_module()
+    if cp.cuda.Device().mem_info[0] < 48 * 2**30:
+        pytest.skip("needs 48 GiB of free GPU memory")
+
+    # affine_grid: grid (1, H, W, 2) with H * W * 2 > 2^31; the last point is theta @ (x_last, y_last, 1).
+    h, w = 2**15 + 1, 2**15
+    theta = sa.tensor(cp.asarray([[[0.5, 0.25, 0.125], [-0.25, 0.5, 0.0625]]], dtype=cp.float32), requires_grad=True)
+    grid = F.affine_grid(theta, (1, 1, h, w), align_corners=True)
+    assert grid.size > BIG
+    last = cp.asnumpy(grid.data[0, h - 1, w - 1])
+    np.testing.assert_allclose(last, [0.5 + 0.25 + 0.125, -0.25 + 0.5 + 0.0625], rtol=1e-6)
+    g = cp.zeros(grid.shape, cp.float32)
+    g[0, h - 1, w - 1, 0] = 1.0  # only the last point pulls: d theta[0] = (x, y, 1) = (1, 1, 1)
+    grid.backward(g)
+    np.testing.assert_allclose(cp.asnumpy(theta.grad[0]), [[1, 1, 1], [0, 0, 0]], atol=1e-6)
+    del grid, g, theta
+
+    # squeeze_excitation: x (N, C, H, W) with N*C*H*W > 2^31; a sample beyond 2^31 gets its own gate.
+    n, c, hw = 2**11 + 1, 16, 2**16  # 2^31 + 2^20 elements
+    x = cp.zeros((n, c, 256, 256), cp.float32)
+    x[n - 1, 3] = 2.0
+    w1 = cp.ones((1, c), cp.float32)
+    w2 = cp.ones((c, 1), cp.float32)
+    xt = sa.tensor(x, requires_grad=True)
+    y = F.squeeze_excitation(xt, w1, None, w2, None)
+    gate = 1 / (1 + np.exp(-(2.0 * 1.0)))  # z = 2 in channel 3 of the last sample, 0 elsewhere: a1 = 2, a2 = 2
+    np.testing.assert_allclose(float(y.data[n - 1, 3, 255, 255]), 2.0 * gate, rtol=1e-5)
+    np.testing.assert_allclose(float(y.data[n - 2, 3, 0, 0]), 0.0)
+    y.backward(cp.ones(y.shape, cp.float32))
+    # With g = 1: ds = sum_p x = 2 HW in channel 3 of the last sample, so dz = 2 HW s (1 - s) for every channel
+    # there and dx = s + 2 s (1 - s); in the other samples a1 = 0 stops the excitation's gradient: dx = s = 1/2.
+    np.testing.assert_allclose(float(xt.grad[n - 1, 0, 255, 255]), gate + 2 * gate * (1 - gate), rtol=1e-4)
+    np.testing.assert_allclose(float(xt.grad[n - 1, 3, 0, 0]), gate + 2 * gate * (1 - gate), rtol=1e-4)
+    np.testing.assert_allclose(float(xt.grad[n - 2, 3, 0, 0]), 0.5, rtol=1e-6)
+    assert x.size > BIG and hw == 256 * 256
