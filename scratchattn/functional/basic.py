@@ -518,6 +518,7 @@ def mean(x, dim=None, keepdim: bool = False):
 
 def max(x, dim=None, keepdim: bool = False):  # noqa: A001
     """Maximum over ``dim`` (all dims when None). Returns the values only (not the indices)."""
-    if x.size == 0:
-        raise ValueError(f"max: cannot reduce an empty tensor of shape {x.shape}")
+    axes = normalize_axes(dim, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):  # an empty batch (N = 0) reduced over other axes is fine
+        raise ValueError(f"max: cannot reduce over an empty axis; got shape {tuple(x.shape)} and dim {dim!r}")
     return _reduce(Max, x, dim, keepdim)

@@ -151,6 +151,8 @@ def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
 
     t = int(|(log2 C + b) / gamma|); k = t if t is odd else t + 1. C = 64 -> 3, C = 256 -> 5, C = 2048 -> 7.
     """
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise ValueError(f"eca_kernel_size: channels must be a positive int; got {channels!r}")
     t = int(abs((math.log2(channels) + b) / gamma))
     return t if t % 2 else t + 1
 

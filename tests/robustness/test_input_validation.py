@@ -218,6 +218,28 @@ BAD_CALLS = [
      r"NonLocalBlock: input must have shape \(N, 8, H, W\); got \(2, 4, 3, 3\)"),
     ("TinyViT image size", lambda: models.TinyViT()(f32(2, 1, 27, 28)), ValueError,
      r"TinyViT: input must have shape \(N, 1, 28, 28\); got \(2, 1, 27, 28\)"),
+    ("SEBlock reduction", lambda: nn.SEBlock(16, reduction=2.5), ValueError,
+     r"SEBlock: reduction must be a positive int; got 2.5"),
+    ("SEBlock layout", lambda: nn.SEBlock(16, layout="nhwc"), ValueError,
+     r"SEBlock: layout must be one of \('NCHW', 'NHWC'\); got 'nhwc'"),
+    ("SEBlock channels", lambda: nn.SEBlock(16)(f32(2, 8, 3, 3)), ValueError,
+     r"SEBlock: input must have 16 channels, shape \(N, 16, H, W\); got \(2, 8, 3, 3\)"),
+    ("SEBlock rank", lambda: nn.SEBlock(16)(f32(16, 3, 3)), ValueError,
+     r"SEBlock: input must be 4-D \(N, C, H, W\); got shape \(16, 3, 3\)"),
+    ("SEBlock dtype", lambda: nn.SEBlock(16)(f64(1, 16, 3, 3)), TypeError,
+     r"w1 must have x's dtype float64; got float32"),
+    ("CBAM kernel_size", lambda: nn.CBAM(16, kernel_size=4), ValueError, r"CBAM: kernel_size must be odd.*got 4"),
+    ("CBAM channels", lambda: nn.CBAM(16)(f32(2, 8, 3, 3)), ValueError, r"CBAM: input must have 16 channels"),
+    ("ECA channels 0", lambda: nn.ECA(0), ValueError, r"ECA: channels must be a positive int; got 0"),
+    ("eca_kernel_size 0", lambda: nn.eca_kernel_size(0), ValueError,
+     r"eca_kernel_size: channels must be a positive int; got 0"),
+    ("scSE channels", lambda: nn.scSE(16)(f32(2, 8, 3, 3)), ValueError, r"scSE: input must have 16 channels"),
+    ("create_attention name", lambda: nn.create_attention("nope", 16), ValueError,
+     r"unknown attention 'nope'; known names: .*se"),
+    ("SEResNet classes", lambda: models.se_resnet20(num_classes=0), ValueError,
+     r"SEResNet: num_classes must be a positive int; got 0"),
+    ("max over an empty axis", lambda: F.max(f32(2, 0), dim=1), ValueError,
+     r"max: cannot reduce over an empty axis; got shape \(2, 0\) and dim 1"),
     ("Module.to dtype", lambda: nn.Linear(3, 2).to(dtype=np.int32), ValueError,
      r"dtype must be float32 or float64; got int32"),
     ("load_state_dict shape",
@@ -379,6 +401,7 @@ EMPTY_BATCH_CASES = [
     ("dropout", lambda x: F.dropout(x, 0.5), [f64(0, 3)], (0, 3)),
     ("pad", lambda x: F.pad(x, (1, 1), mode="reflect"), [f64(0, 3, 4)], (0, 3, 6)),
     ("cat", lambda a, b: F.cat([a, b]), [f64(0, 3), f64(0, 3)], (0, 3)),
+    ("max over H, W", lambda x: F.max(x, dim=(2, 3)), [f64(0, 3, 2, 2)], (0, 3)),
 ]
 
 
@@ -412,7 +435,13 @@ def test_mean_loss_of_an_empty_batch_is_nan_as_in_pytorch(loss, target):
     lambda: (nn.SelfAttention2d(8), (0, 8, 3, 3)),
     lambda: (nn.NonLocalBlock(8).eval(), (0, 8, 3, 3)),
     lambda: (models.TinyViT(), (0, 1, 28, 28)),
-], ids=["Linear", "Conv2d", "Flatten", "MultiheadSelfAttention", "SelfAttention2d", "NonLocalBlock (eval)", "TinyViT"])
+    lambda: (nn.SEBlock(16), (0, 16, 3, 3)),
+    lambda: (nn.CBAM(16), (0, 16, 3, 3)),
+    lambda: (nn.ECA(16), (0, 16, 3, 3)),
+    lambda: (nn.scSE(16), (0, 16, 3, 3)),
+    lambda: (models.se_resnet20().eval(), (0, 3, 32, 32)),
+], ids=["Linear", "Conv2d", "Flatten", "MultiheadSelfAttention", "SelfAttention2d", "NonLocalBlock (eval)", "TinyViT",
+        "SEBlock", "CBAM", "ECA", "scSE", "se_resnet20 (eval)"])
 def test_modules_take_an_empty_batch(make):
     module, shape = make()
     x = sa.tensor(np.zeros(shape, np.float32), requires_grad=True)
