@@ -24,3 +24,4 @@ from .channel_attention import CBAM, ECA, SEBlock, eca_kernel_size, scSE
 from .normalization_layers import LayerNorm
 from .registry import ATTENTION_BLOCKS, attention_names, create_attention, register_attention
 from .self_attention import MultiheadSelfAttention, NonLocalBlock, SelfAttention2d
+from .spatial_transformer import SpatialTransformer
