@@ -285,16 +285,19 @@ def main(argv=None) -> int:
     else:
         bandwidth = harness.copy_bandwidth((64 if args.quick else 256) << 20, rounds=5 if args.quick else 15)
     threads["numba_threading_layer"] = harness.numba_threading_layer()
+    stall = harness.parallel_stall_probe()
     load = meta.get("load_average", [0.0])[0]
     print(f"scratchattn benchmarks ({kind}): {meta['cpu']}, {meta['cores']} cores"
           + (f", {gpu_name}" if gpu_name else "")
           + f"; {threads['threads']} threads (Numba layer {threads['numba_threading_layer']}); torch: "
           + (meta["torch"] if torch is not None else f"none ({torch_reason})")
-          + f"; copy bandwidth {bandwidth['floor_bytes_per_s'] / 1e9:.1f} GB/s; load average {load}", flush=True)
+          + f"; copy bandwidth {bandwidth['floor_bytes_per_s'] / 1e9:.1f} GB/s; load average {load}; parallel "
+          f"stall probe p90/median {stall['p90_over_median']:.1f}", flush=True)
 
     results = {
         "kind": kind, "quick": args.quick, "partial": args.partial,
-        "noisy": load > 0.5 * (1 if args.gpu else args.threads),
+        "noisy": load > 0.5 * (1 if args.gpu else args.threads) or stall["p90_over_median"] > 3,
+        "stall_probe": stall,
         "meta": meta, "threads": threads, "bandwidth": bandwidth, "torch_missing_reason": torch_reason,
         "settings": dict(zip(("warmup", "rounds", "min_rounds", "budget_s", "min_sample_s"), profile),
                          filters=args.filter, sections=args.sections, seed=args.seed),

@@ -148,8 +148,10 @@ def describe_setup(results: dict) -> str:
     meta, bw = results["meta"], results["bandwidth"]
     lines = [f"- machine: {meta.get('gpu') + ' / ' if meta.get('gpu') else ''}{meta['cpu']}, {meta['cores']} cores "
              f"(`{meta['machine']}`), {meta['platform']}",
-             f"- date: {meta['date']}; load average at start {meta.get('load_average')}"
-             + (" (**noisy**: other jobs were running)" if results.get("noisy") else ""),
+             f"- date: {meta['date']}; load average at start {meta.get('load_average')}, at the end "
+             f"{meta.get('load_average_end')}; parallel stall probe (p90 / median of a 4 MiB parallel copy) "
+             f"{results.get('stall_probe', {}).get('p90_over_median', float('nan')):.1f}"
+             + (" (**noisy**: other jobs were competing for the cores)" if results.get("noisy") else ""),
              f"- versions: Python {meta['python']}, NumPy {meta['numpy']}, Numba {meta['numba']}, "
              f"PyTorch {meta['torch'] or 'not installed'}" + (f", CuPy {meta['cupy']}" if meta.get("cupy") else "")]
     if results["kind"] == "cpu":
