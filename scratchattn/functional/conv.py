@@ -15,12 +15,20 @@ and col2im, the adjoint of im2col, which adds each column entry back to the pixe
 the kh*kw kernel offsets, each adding one strided slice of the whole batch at once (overlapping windows
 accumulate because the offsets are added one after another). Derivation: docs/derivations.md, "Generic ops".
 
+On the CPU, col2im runs a Numba kernel (``kernels/cpu/im2col.py``) that makes the same additions as plain loops,
+two to three times faster than the vectorised version here (measured there); the version here is the reference
+and the CuPy path. The products themselves are BLAS calls and take most of the time (three products of equal size
+per layer), so the code around them avoids extra passes: the bias is added while the output is transposed into
+place, and the output gradient is transposed once for both backward products.
+
 A direct nested-loop convolution, for reading and as the reference, is in tests/functional/test_conv.py.
 """
 
 from __future__ import annotations
 
 import numbers
+
+import numpy as np
 
 from .. import backend
 from ..autograd import Function
@@ -77,6 +85,7 @@ def col2im(dcols, x_shape, kernel, stride, pad_h, pad_w, dilation, out_size):
     Every column entry is added to the input pixel it was read from. One iteration per kernel offset (i, j)
     adds the slice of all (n, c, p, q) for that offset; within one offset no two (p, q) hit the same pixel, so the
     vectorised ``+=`` is exact, and offsets that share pixels (overlapping windows) add up across iterations.
+    This is the reference (and the CuPy path); :func:`col2im_fast` picks the Numba kernel for NumPy arrays.
     """
     xp = backend.get_array_module(dcols)
     (kh, kw), (sh, sw), (dh, dw), (h_out, w_out) = kernel, stride, dilation, out_size
@@ -95,6 +104,21 @@ def col2im(dcols, x_shape, kernel, stride, pad_h, pad_w, dilation, out_size):
     return xp.ascontiguousarray(dx.transpose(1, 0, 2, 3))
 
 
+def col2im_fast(dcols, x_shape, kernel, stride, pad_h, pad_w, dilation, out_size):
+    """:func:`col2im` through the Numba kernel for NumPy arrays (same result, bit for bit); the xp one otherwise."""
+    if backend.get_array_module(dcols) is not np:
+        return col2im(dcols, x_shape, kernel, stride, pad_h, pad_w, dilation, out_size)
+    from ..kernels.cpu import im2col as kernels  # Numba compiles (or loads its cache) on first use only
+
+    (kh, kw), (sh, sw), (dh, dw), (h_out, w_out) = kernel, stride, dilation, out_size
+    n, c, h, w = x_shape
+    dxpad = np.zeros((n, c, h + sum(pad_h), w + sum(pad_w)), dtype=dcols.dtype)
+    kernels.col2im(np.ascontiguousarray(dcols), kh, kw, sh, sw, dh, dw, h_out, w_out, dxpad)
+    if pad_h == (0, 0) and pad_w == (0, 0):
+        return dxpad
+    return np.ascontiguousarray(dxpad[:, :, pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w])
+
+
 class Conv2d(Function):
     """y = conv(x, W) + b; see the module docstring. x (N, C, H, W), W (O, C/groups, kh, kw), b (O,).
 
@@ -102,6 +126,9 @@ class Conv2d(Function):
     laid out as (O, N*L):  dW = G cols^T,  dcols = W^T G -> col2im -> dx,  db = sum of G over (n, p, q).
     Saves cols (for dW) and W (for dx).
     """
+
+    # NumPy input runs col2im through the Numba kernel; False runs the xp reference (the tests compare the two).
+    cpu_kernels = True
 
     def __init__(self, stride, pad_h, pad_w, dilation, groups):
         self.stride, self.pad_h, self.pad_w, self.dilation, self.groups = stride, pad_h, pad_w, dilation, groups
@@ -125,10 +152,14 @@ class Conv2d(Function):
             y = (w3[0] @ cols[0])[None]
         else:
             y = w3 @ cols
-        # (groups, O/groups, N*L) -> (O, N, h_out, w_out) -> (N, O, h_out, w_out)
-        y = xp.ascontiguousarray(y.reshape(o, n, *out_size).transpose(1, 0, 2, 3))
-        if bias is not None:
-            y += bias.reshape(1, o, 1, 1)
+        # (groups, O/groups, N*L) -> (O, N, h_out, w_out) -> (N, O, h_out, w_out); the bias is added during the
+        # transposing copy, which saves a pass over the output.
+        y_onl = y.reshape(o, n, *out_size).transpose(1, 0, 2, 3)
+        y = xp.empty((n, o, *out_size), dtype=x.dtype)
+        if bias is None:
+            y[...] = y_onl
+        else:
+            xp.add(y_onl, bias.reshape(1, o, 1, 1), out=y)
         self.save_for_backward(cols, weight)
         self.x_shape = x.shape
         return y
@@ -149,7 +180,9 @@ class Conv2d(Function):
                 dcols = w3[0].T @ g3[0]
             else:
                 dcols = (w3.transpose(0, 2, 1) @ g3).reshape(cols.shape[0] * cols.shape[1], n_l)
-            dx = col2im(dcols, self.x_shape, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size)
+            scatter = col2im_fast if self.cpu_kernels else col2im
+            dx = scatter(dcols, self.x_shape, kernel, self.stride, self.pad_h, self.pad_w, self.dilation,
+                             out_size)
         if needs[1]:
             if self.groups == 1:
                 dw = (g3[0] @ cols[0].T).reshape(weight.shape)

@@ -7,6 +7,10 @@ Backward walks the same offsets and adds each slice's share of the output gradie
 accumulate across iterations). Max pooling remembers, per output, which offset won (ties go to the first in
 row-major window order, NaN wins, as in PyTorch) and sends the whole gradient there.
 
+On the CPU, max pooling runs Numba kernels (``kernels/cpu/pooling.py``) with the same rule, one pass over the
+input instead of several over the output per offset; the xp code here is the reference and the CuPy path.
+The 2x2, stride 2 case has kernels of its own, which vectorise; see the numbers in ``kernels/cpu/pooling.py``.
+
 Adaptive average pooling averages over the rectangles PyTorch uses (start = floor(a*H/H_out),
 end = ceil((a+1)*H/H_out)); an average over a rectangle is separable, so it is two small matrix products,
 y = P_h x P_w^T, and its adjoint is dx = P_h^T g P_w. Derivations: docs/derivations.md, section "Generic ops".
@@ -73,8 +77,15 @@ class MaxPool2d(Function):
     """y[n, c, p, q] = max over the window of xpad (padding is -inf, so it never wins);
     dx[n, c, argmax] += g[n, c, p, q]. Saves only the winning offset per output (uint8 for small windows)."""
 
+    # NumPy input runs the Numba kernels; False runs the xp code below on NumPy too (the tests compare the two).
+    cpu_kernels = True
+
     def __init__(self, kernel, stride, padding, out_size):
         self.kernel, self.stride, self.padding, self.out_size = kernel, stride, padding, out_size
+
+    def _is_2x2(self):
+        """The common 2x2, stride 2, unpadded case, which has its own (vectorised) Numba kernels."""
+        return self.kernel == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
 
     def forward(self, x):
         xp = backend.get_array_module(x)
@@ -82,6 +93,17 @@ class MaxPool2d(Function):
         ph, pw = self.padding
         xpad = pad_zeros(x, (ph, ph), (pw, pw), value=-np.inf)
         index_dtype = np.dtype(np.uint8 if kh * kw <= 256 else np.int32)
+        self.x_shape = x.shape
+        if xp is np and self.cpu_kernels:
+            from ..kernels.cpu import pooling as kernels
+
+            y = np.empty(x.shape[:2] + self.out_size, dtype=x.dtype)
+            self.argmax = np.empty(y.shape, dtype=index_dtype)
+            if self._is_2x2():
+                kernels.max_pool2d_forward_2x2(np.ascontiguousarray(x), y, self.argmax)
+            else:
+                kernels.max_pool2d_forward(np.ascontiguousarray(xpad), kh, kw, *self.stride, y, self.argmax)
+            return y
         y = argmax = None
         for i in range(kh):
             for j in range(kw):
@@ -97,14 +119,24 @@ class MaxPool2d(Function):
                 # branch-free, unlike where() on a random mask
                 argmax = xp.maximum(argmax, better * index_dtype.type(i * kw + j))
         self.argmax = argmax
-        self.x_shape = x.shape
         return y
 
     def backward(self, g):
         xp = backend.get_array_module(g)
         kh, kw = self.kernel
         (ph, pw), (n, c, h, w) = self.padding, self.x_shape
+        if xp is np and self.cpu_kernels and self._is_2x2():
+            from ..kernels.cpu import pooling as kernels
+
+            dx = np.empty(self.x_shape, dtype=g.dtype)
+            kernels.max_pool2d_backward_2x2(np.ascontiguousarray(g), self.argmax, dx)
+            return dx
         dxpad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=g.dtype)
+        if xp is np and self.cpu_kernels:
+            from ..kernels.cpu import pooling as kernels
+
+            kernels.max_pool2d_backward(np.ascontiguousarray(g), self.argmax, kh, kw, *self.stride, dxpad)
+            return _unpad(dxpad, self.x_shape, self.padding)
         for i in range(kh):
             for j in range(kw):
                 rows, cols = _offset_slices(i, j, self.stride, self.out_size)

@@ -185,3 +185,56 @@ def test_conv2d_accepts_non_contiguous_input():
         got = F.conv2d(sa.tensor(x_view), sa.tensor(w), padding=padding).numpy()
         want = F.conv2d(sa.tensor(np.ascontiguousarray(x_view)), sa.tensor(w), padding=padding).numpy()
         np.testing.assert_array_equal(got, want)
+
+
+# =================================================================================================================
+# the CPU fast path: the Numba col2im against the xp reference (bit for bit: same additions, same order)
+# =================================================================================================================
+
+COL2IM_CASES = {  # x shape, kernel, stride, (pad_h, pad_w), dilation
+    "5x5 odd sizes": ((3, 2, 9, 7), (5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    "stride(2,3) pad": ((2, 3, 8, 11), (3, 2), (2, 3), ((1, 1), (2, 2)), (1, 1)),
+    "dilation(2,1) uneven pad": ((1, 2, 9, 6), (3, 3), (1, 1), ((1, 2), (0, 1)), (2, 1)),
+    "channel1 batch1": ((1, 1, 6, 5), (2, 3), (1, 2), ((0, 0), (1, 1)), (1, 1)),
+    "1x1 stride2": ((2, 4, 5, 5), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("case", list(COL2IM_CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_col2im_equals_the_xp_reference_bitwise(case, dtype):
+    from scratchattn.functional import conv
+
+    x_shape, kernel, stride, (pad_h, pad_w), dilation = COL2IM_CASES[case]
+    out_size = tuple((s + sum(p) - d * (k - 1) - 1) // st + 1
+                     for s, p, k, st, d in zip(x_shape[2:], (pad_h, pad_w), kernel, stride, dilation))
+    rows = x_shape[1] * kernel[0] * kernel[1]
+    dcols = np.random.default_rng(5).standard_normal((rows, x_shape[0] * out_size[0] * out_size[1])).astype(dtype)
+    args = (x_shape, kernel, stride, pad_h, pad_w, dilation, out_size)
+    want = conv.col2im(dcols, *args)
+    got = conv.col2im_fast(dcols, *args)
+    assert got.dtype == dtype and got.shape == x_shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    # and col2im is the adjoint of im2col: <im2col(x), dcols> == <x, col2im(dcols)>
+    x = np.random.default_rng(6).standard_normal(x_shape)
+    cols = conv.im2col(x, kernel, stride, pad_h, pad_w, dilation, out_size)
+    np.testing.assert_allclose((cols * dcols).sum(), (x * got).sum(), rtol=1e-4 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_cpu_kernels_match_the_xp_path(dtype, monkeypatch):
+    """The whole op with and without the Numba col2im: identical outputs and gradients."""
+    from scratchattn.functional.conv import Conv2d
+
+    rng = np.random.default_rng(9)
+    x_np, w_np, b_np = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((6, 2, 3, 3)), rng.standard_normal(6)
+    g = rng.standard_normal((3, 6, 5, 4)).astype(dtype)
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(Conv2d, "cpu_kernels", fast)
+        x, w, b = (_on("cpu", a, dtype, True) for a in (x_np, w_np, b_np))
+        y = F.conv2d(x, w, b, stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)
+        y.backward(g)
+        results.append((y.numpy(), x.grad, w.grad, b.grad))
+    for fast_array, xp_array in zip(*results):
+        np.testing.assert_array_equal(fast_array, xp_array)

@@ -251,3 +251,75 @@ def test_pooling_errors_name_the_argument():
         F.adaptive_avg_pool2d(x, (0, 2))
     with pytest.raises(TypeError, match="input must be floating point"):
         F.global_avg_pool2d(sa.tensor(np.zeros((1, 2, 5, 5), dtype=np.int32)))
+
+
+# =================================================================================================================
+# max_pool2d: the CPU fast path (Numba kernels, general and 2x2) against the xp reference path
+# =================================================================================================================
+
+FAST_CASES = {  # shape, kwargs; the 2x2 ones take the specialised kernels
+    "2x2 even": ((2, 3, 6, 8), {"kernel_size": 2}),
+    "2x2 odd height and width": ((3, 2, 7, 9), {"kernel_size": 2}),
+    "2x2 stride 2 explicit, odd width": ((1, 1, 4, 5), {"kernel_size": 2, "stride": 2}),
+    "k3 s2 p1": ((2, 2, 7, 6), {"kernel_size": 3, "stride": 2, "padding": 1}),
+    "k(2,3) s1 overlapping": ((1, 2, 5, 6), {"kernel_size": (2, 3), "stride": 1}),
+    "2x2 stride 1": ((2, 1, 5, 4), {"kernel_size": 2, "stride": 1}),
+}
+
+
+def _with_ties_and_nans(shape, dtype, seed):
+    """Small integers (many ties inside windows), a few NaNs and infinities."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 3, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 2, replace=False)] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("case", list(FAST_CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_cpu_kernels_match_the_xp_path(case, dtype, monkeypatch):
+    from scratchattn.functional.pooling import MaxPool2d
+
+    shape, kwargs = FAST_CASES[case]
+    x_np = _with_ties_and_nans(shape, dtype, list(FAST_CASES).index(case))
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(MaxPool2d, "cpu_kernels", fast)
+        x = sa.tensor(x_np.copy(), requires_grad=True)
+        y = F.max_pool2d(x, **kwargs)
+        winners = y.creator.argmax.copy()  # the op frees it in backward
+        g = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+        y.backward(g)
+        results.append((y.numpy(), winners, x.grad))
+    (y_fast, arg_fast, dx_fast), (y_xp, arg_xp, dx_xp) = results
+    np.testing.assert_array_equal(y_fast, y_xp)  # NaN positions equal too
+    np.testing.assert_array_equal(arg_fast, arg_xp)  # the same winner in every window: ties and NaN rules agree
+    assert arg_fast.dtype == arg_xp.dtype
+    assert y_fast.dtype == dtype and dx_fast.dtype == dtype and dx_fast.shape == shape
+    # Overlapping windows may add a pixel's shares in another order: equal up to rounding.
+    np.testing.assert_allclose(dx_fast, dx_xp, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", list(FAST_CASES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_cpu_kernels_match_the_loop_reference(case, dtype):
+    """Random values, odd shapes: values and gradient against the window loop (which the xp path also meets)."""
+    shape, kwargs = FAST_CASES[case]
+    rng = np.random.default_rng(20 + list(FAST_CASES).index(case))
+    x_np = rng.standard_normal(shape).astype(dtype)
+    g_np = rng.standard_normal(F.max_pool2d(sa.tensor(x_np), **kwargs).shape)
+    y_ref, dx_ref = ref_max_pool(x_np.astype(np.float64), g_np.astype(dtype).astype(np.float64),
+                                 *_window_args(kwargs))
+    _check(lambda t: F.max_pool2d(t, **kwargs), x_np, y_ref, dx_ref, g_np, dtype, "cpu")
+
+
+def test_max_pool_2x2_kernel_zeroes_the_uncovered_border():
+    """The 2x2 backward fills dx from np.empty: the odd last row and column (in no window) must come out 0."""
+    x = sa.tensor(np.arange(35.0).reshape(1, 1, 5, 7), requires_grad=True)
+    y = F.max_pool2d(x, 2)
+    y.backward(np.ones(y.shape))
+    want = np.zeros((5, 7))
+    want[1:4:2, 1:6:2] = 1.0  # the bottom-right element of every window is its maximum
+    np.testing.assert_array_equal(x.grad[0, 0], want)
