@@ -52,6 +52,10 @@ def parse_args(argv=None):
                    help="threads for Numba and PyTorch alike (default: all cores)")
     p.add_argument("--threading-layer", choices=("omp", "tbb", "workqueue"), default=None,
                    help="Numba's threading layer (default: Numba's own choice, reported)")
+    p.add_argument("--omp-wait-policy", choices=("active", "passive"), default=None,
+                   help="set OMP_WAIT_POLICY for both OpenMP runtimes (Numba's and PyTorch's) before they load; "
+                        "passive stops idle threads spinning, which on a busy machine stalls parallel regions "
+                        "(default: the runtimes' own policy)")
     p.add_argument("--sections", default=None,
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all for a full run, ops for "
                         "--quick or --filter)")
@@ -129,11 +133,17 @@ def time_case(case: ops.Case, env: ops.Env, profile, bandwidth: float | None = N
     return row
 
 
-def run_ops(cases, env, profile, bandwidth) -> list[dict]:
+def run_ops(cases, env, profile, bandwidth, baseline_s: float | None = None) -> list[dict]:
+    """Time every case; on the CPU, probe for stalls right after each (see harness.parallel_stall_probe) and mark
+    the row noisy when the probe's 90th percentile exceeds 3x the quiet median measured at the start."""
     rows = []
     for k, case in enumerate(cases, 1):
         t0 = time.perf_counter()
         row = time_case(case, env, profile, bandwidth)
+        if baseline_s and row.get("timings"):
+            probe = harness.parallel_stall_probe(calls=30)
+            row["stall"] = probe["p90_s"] / baseline_s
+            row["noisy"] = row["stall"] > 3
         rows.append(row)
         if row.get("timings"):
             t = row["timings"]
@@ -145,6 +155,8 @@ def run_ops(cases, env, profile, bandwidth) -> list[dict]:
             fraction = report.floor_fraction(row, "scratchattn", bandwidth)
             if fraction is not None:
                 summary += f", {100 * fraction:.0f}% of floor"
+            if row.get("noisy"):
+                summary += f", NOISY (stall probe {row['stall']:.1f}x)"
         else:
             summary = row.get("unavailable") or row.get("error")
         print(f"[{k}/{len(cases)}] {case.name}: {summary} ({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -252,6 +264,10 @@ def main(argv=None) -> int:
         print(f"no case matches {args.filter}; see --list", file=sys.stderr)
         return 2
 
+    if args.omp_wait_policy:
+        # Read by each libgomp when it loads: PyTorch's at `import torch` below, Numba's at its first parallel
+        # launch (importing scratchattn and numba does not load it yet).
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     from scratchattn import backend
 
     kind = "gpu" if args.gpu else "cpu"
@@ -304,7 +320,8 @@ def main(argv=None) -> int:
         "cases": [],
     }
     if "ops" in args.sections:
-        results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"])
+        baseline = None if args.gpu else stall["median_s"]
+        results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"], baseline)
     if "scaling" in args.sections:
         results["scaling"], results["scaling_fits"] = run_scaling(env, profile)
     if "memory" in args.sections and not args.gpu:

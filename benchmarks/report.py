@@ -118,7 +118,7 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
             _x(row.get("ratio_twin")),
             _pct(floor_fraction(row, "scratchattn", bandwidth)),
             _pct(floor_fraction(row, "torch", bandwidth)),
-            verdict(row, kind),
+            " ".join(filter(None, [verdict(row, kind), "noisy" if row.get("noisy") else ""])),
         ))
     return rows
 
@@ -176,7 +176,10 @@ def target_summary(results: dict) -> str:
     missed = [r for r in results["cases"] if verdict(r, kind) == "MISS"]
     met = [r for r in results["cases"] if verdict(r, kind) == "ok"]
     absent = [r for r in results["cases"] if (r.get("unavailable") or r.get("error")) and _target(r, kind)]
-    text = [f"Targets: {len(met)} met, {len(missed)} missed, {len(absent)} not measured."]
+    noisy = sum(1 for r in results["cases"] if r.get("noisy"))
+    text = [f"Targets: {len(met)} met, {len(missed)} missed, {len(absent)} not measured."
+            + (f" {noisy} rows are marked noisy: a parallel kernel stalled (90th percentile above 3x the quiet "
+               "median) right after them, so other processes were competing for the cores." if noisy else "")]
     for r in missed:
         extra = f", vs twin {_x(r.get('ratio_twin'))}" if r.get("ratio_twin") is not None else ""
         text.append(f"- MISS {r['name']}: {_x(r.get('ratio_torch'))} (target {_target(r, kind)}){extra}")
