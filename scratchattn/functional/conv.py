@@ -27,6 +27,7 @@ A direct nested-loop convolution, for reading and as the reference, is in tests/
 from __future__ import annotations
 
 import numbers
+import threading
 
 import numpy as np
 
@@ -60,11 +61,12 @@ def pad_zeros(x, pad_h: tuple[int, int], pad_w: tuple[int, int], value=0):
     return out
 
 
-def im2col(x, kernel, stride, pad_h, pad_w, dilation, out_size):
+def im2col(x, kernel, stride, pad_h, pad_w, dilation, out_size, out=None):
     """Receptive fields of x (N, C, H, W) as columns: (C*kh*kw, N*h_out*w_out), C-contiguous.
 
     cols[(c, i, j), (n, p, q)] = xpad[n, c, p*sh + i*dh, q*sw + j*dw]. The strided view has the axes in the
-    order of the result, so the copy is a single ``ascontiguousarray`` whose inner loop runs along q.
+    order of the result, so the copy is a single ``ascontiguousarray`` whose inner loop runs along q. ``out``:
+    an optional C-contiguous array of the result's shape and x's dtype to copy into.
     """
     xp = backend.get_array_module(x)
     (kh, kw), (sh, sw), (dh, dw), (h_out, w_out) = kernel, stride, dilation, out_size
@@ -76,7 +78,10 @@ def im2col(x, kernel, stride, pad_h, pad_w, dilation, out_size):
         shape=(c, kh, kw, n, h_out, w_out),
         strides=(s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw),
     )
-    return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * h_out * w_out)
+    if out is None:
+        return xp.ascontiguousarray(windows).reshape(c * kh * kw, n * h_out * w_out)
+    out.reshape(c, kh, kw, n, h_out, w_out)[...] = windows
+    return out
 
 
 def col2im(dcols, x_shape, kernel, stride, pad_h, pad_w, dilation, out_size):
@@ -119,12 +124,61 @@ def col2im_fast(dcols, x_shape, kernel, stride, pad_h, pad_w, dilation, out_size
     return np.ascontiguousarray(dxpad[:, :, pad_h[0] : pad_h[0] + h, pad_w[0] : pad_w[0] + w])
 
 
+class Workspace:
+    """Spare NumPy buffers for a convolution's big matrices, handed back when an op is done with them.
+
+    A fresh 46 MB array costs about 2.5 ms of page faults before it is useful (the operating system zeroes each
+    page on first touch), as much as copying it twice. A training step allocates the same few shapes every time
+    (cols and dcols, C*kh*kw x N*L, and the output-sized products), so ``Conv2d`` gives those arrays back here
+    once nothing can read them any more, and takes them from here on the next step. At most ``per_shape`` arrays
+    per (shape, dtype) and ``max_bytes`` in all are kept; anything beyond is simply freed. Only NumPy arrays that
+    own their memory are kept (CuPy has its own memory pool).
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20, per_shape: int = 2):
+        self.max_bytes, self.per_shape = max_bytes, per_shape
+        self.spare: dict[tuple, list] = {}
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def take(self, shape, dtype) -> np.ndarray:
+        """A C-contiguous array of ``shape`` and ``dtype`` with arbitrary contents (a spare one if there is one)."""
+        key = (tuple(shape), np.dtype(dtype))
+        with self.lock:
+            stack = self.spare.get(key)
+            if stack:
+                array = stack.pop()
+                self.bytes -= array.nbytes
+                return array
+        return np.empty(shape, dtype=dtype)
+
+    def give(self, array) -> None:
+        """Keep ``array`` for a later :meth:`take`. The caller promises that nothing reads or writes it any more."""
+        if not isinstance(array, np.ndarray) or array.base is not None or not array.flags.c_contiguous:
+            return
+        key = (array.shape, array.dtype)
+        with self.lock:
+            stack = self.spare.setdefault(key, [])
+            if array.nbytes and len(stack) < self.per_shape and self.bytes + array.nbytes <= self.max_bytes:
+                stack.append(array)
+                self.bytes += array.nbytes
+
+    def clear(self) -> None:
+        with self.lock:
+            self.spare.clear()
+            self.bytes = 0
+
+
+WORKSPACE = Workspace()
+
+
 class Conv2d(Function):
     """y = conv(x, W) + b; see the module docstring. x (N, C, H, W), W (O, C/groups, kh, kw), b (O,).
 
     Per group (channels and output channels split into ``groups`` equal blocks), with G the output gradient
     laid out as (O, N*L):  dW = G cols^T,  dcols = W^T G -> col2im -> dx,  db = sum of G over (n, p, q).
-    Saves cols (for dW) and W (for dx).
+    Saves cols (for dW) and W (for dx). On the CPU the big scratch matrices come from and go back to
+    :data:`WORKSPACE` (see :class:`Workspace`).
     """
 
     # NumPy input runs col2im through the Numba kernel; False runs the xp reference (the tests compare the two).
@@ -140,56 +194,83 @@ class Conv2d(Function):
             out.append((size + sum(pad) - d * (k - 1) - 1) // s + 1)
         return kernel, tuple(out)
 
+    def _new(self, xp, shape, dtype):
+        """An uninitialised array: from the workspace on the CPU fast path, else a fresh one."""
+        if xp is np and self.cpu_kernels:
+            return WORKSPACE.take(shape, dtype)
+        return xp.empty(shape, dtype=dtype)
+
+    def _done_with(self, xp, array):
+        if xp is np and self.cpu_kernels:
+            WORKSPACE.give(array)
+
     def forward(self, x, weight, bias=None):
         xp = backend.get_array_module(x)
-        n = x.shape[0]
+        n, c = x.shape[:2]
         o = weight.shape[0]
         kernel, out_size = self._geometry(x.shape, weight.shape)
-        cols = im2col(x, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size)
-        cols = cols.reshape(self.groups, cols.shape[0] // self.groups, cols.shape[1])  # (groups, C/groups*kh*kw, N*L)
+        n_l = n * out_size[0] * out_size[1]
+        cols = self._new(xp, (c * kernel[0] * kernel[1], n_l), x.dtype)
+        im2col(x, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size, out=cols)
+        cols3 = cols.reshape(self.groups, cols.shape[0] // self.groups, n_l)  # (groups, C/groups*kh*kw, N*L)
         w3 = weight.reshape(self.groups, o // self.groups, -1)
+        y_onl = self._new(xp, (o, n_l), x.dtype)
         if self.groups == 1:  # a plain 2-D product: exactly one BLAS call
-            y = (w3[0] @ cols[0])[None]
+            xp.matmul(w3[0], cols3[0], out=y_onl)
         else:
-            y = w3 @ cols
-        # (groups, O/groups, N*L) -> (O, N, h_out, w_out) -> (N, O, h_out, w_out); the bias is added during the
-        # transposing copy, which saves a pass over the output.
-        y_onl = y.reshape(o, n, *out_size).transpose(1, 0, 2, 3)
+            xp.matmul(w3, cols3, out=y_onl.reshape(self.groups, o // self.groups, n_l))
+        # (O, N*L) -> (O, N, h_out, w_out) -> (N, O, h_out, w_out); the bias is added during the transposing copy,
+        # which saves a pass over the output.
+        y_view = y_onl.reshape(o, n, *out_size).transpose(1, 0, 2, 3)
         y = xp.empty((n, o, *out_size), dtype=x.dtype)
         if bias is None:
-            y[...] = y_onl
+            y[...] = y_view
         else:
-            xp.add(y_onl, bias.reshape(1, o, 1, 1), out=y)
+            xp.add(y_view, bias.reshape(1, o, 1, 1), out=y)
+        self._done_with(xp, y_onl)
         self.save_for_backward(cols, weight)
         self.x_shape = x.shape
         return y
+
+    def release(self):
+        # The engine calls this once no backward can run through the op again: cols can go back to the workspace.
+        saved = getattr(self, "saved_arrays", None)
+        if saved is not None:
+            self._done_with(backend.get_array_module(saved[0]), saved[0])
+        super().release()
 
     def backward(self, g):
         cols, weight = self.saved_arrays
         xp = backend.get_array_module(g)
         o = weight.shape[0]
+        og = o // self.groups
         kernel, out_size = self._geometry(self.x_shape, weight.shape)
         # G laid out as (groups, O/groups, N*L), matching the forward product.
         n_l = g.shape[0] * g.shape[2] * g.shape[3]  # explicit, not -1: N may be 0
-        g3 = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(self.groups, o // self.groups, n_l)
+        g_onl = self._new(xp, (o, n_l), g.dtype)
+        g_onl.reshape(o, g.shape[0], *out_size)[...] = g.transpose(1, 0, 2, 3)
+        g3 = g_onl.reshape(self.groups, og, n_l)
+        cols3 = cols.reshape(self.groups, cols.shape[0] // self.groups, n_l)
         needs = self.needs_input_grad
         dx = dw = db = None
         if needs[0]:
-            w3 = weight.reshape(self.groups, o // self.groups, -1)
+            w3 = weight.reshape(self.groups, og, -1)
+            dcols = self._new(xp, cols.shape, g.dtype)
             if self.groups == 1:
-                dcols = w3[0].T @ g3[0]
+                xp.matmul(w3[0].T, g3[0], out=dcols)
             else:
-                dcols = (w3.transpose(0, 2, 1) @ g3).reshape(cols.shape[0] * cols.shape[1], n_l)
+                xp.matmul(w3.transpose(0, 2, 1), g3, out=dcols.reshape(cols3.shape))
             scatter = col2im_fast if self.cpu_kernels else col2im
-            dx = scatter(dcols, self.x_shape, kernel, self.stride, self.pad_h, self.pad_w, self.dilation,
-                             out_size)
+            dx = scatter(dcols, self.x_shape, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size)
+            self._done_with(xp, dcols)
         if needs[1]:
             if self.groups == 1:
-                dw = (g3[0] @ cols[0].T).reshape(weight.shape)
+                dw = (g3[0] @ cols3[0].T).reshape(weight.shape)
             else:
-                dw = (g3 @ cols.transpose(0, 2, 1)).reshape(weight.shape)
+                dw = (g3 @ cols3.transpose(0, 2, 1)).reshape(weight.shape)
         if len(needs) > 2 and needs[2]:
             db = g3.sum(axis=2).reshape(o)
+        self._done_with(xp, g_onl)
         return (dx, dw) if len(needs) == 2 else (dx, dw, db)
 
 

@@ -238,3 +238,45 @@ def test_conv2d_cpu_kernels_match_the_xp_path(dtype, monkeypatch):
         results.append((y.numpy(), x.grad, w.grad, b.grad))
     for fast_array, xp_array in zip(*results):
         np.testing.assert_array_equal(fast_array, xp_array)
+
+
+def test_workspace_reuses_buffers_within_its_limits():
+    from scratchattn.functional.conv import Workspace
+
+    space = Workspace(max_bytes=1000, per_shape=2)
+    a = space.take((10, 5), np.float32)
+    assert a.shape == (10, 5) and a.dtype == np.float32
+    space.give(a)
+    assert space.take((10, 5), np.float32) is a  # the same memory again
+    assert space.take((10, 5), np.float64) is not a  # another dtype is another key
+    space.give(a)
+    space.give(np.empty((10, 5), np.float32))
+    space.give(np.empty((10, 5), np.float32))  # a third one of this key is dropped
+    assert space.bytes == 400 and len(space.spare[((10, 5), np.dtype(np.float32))]) == 2
+    space.give(np.empty((200, 2), np.float32))  # 1600 bytes: over max_bytes, dropped
+    space.give(np.empty((10, 10), np.float32)[:, :5])  # a view: never kept (its memory belongs to another array)
+    assert space.bytes == 400
+    space.clear()
+    assert space.bytes == 0 and space.take((10, 5), np.float32) is not a
+
+
+def test_conv2d_workspace_never_hands_out_memory_a_graph_still_needs():
+    """backward(retain_graph=True) keeps cols; other convolutions of the same shapes run in between (taking every
+    spare buffer); a second backward through the first graph must give the same gradients."""
+    rng = np.random.default_rng(11)
+    x_np, w_np = rng.standard_normal((4, 3, 9, 9)).astype(np.float32), rng.standard_normal((5, 3, 3, 3))
+    w = _on("cpu", w_np, np.float32, True)
+    x = _on("cpu", x_np, np.float32, True)
+    y = F.conv2d(x, w, padding=1)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(g, retain_graph=True)
+    first = (x.grad.copy(), w.grad.copy())
+    for seed in range(3):  # unrelated steps through the same shapes, each releasing its buffers
+        other = _on("cpu", np.random.default_rng(seed).standard_normal(x_np.shape), np.float32, True)
+        F.conv2d(other, w, padding=1).backward(np.ones(y.shape, np.float32))
+    x.grad = w.grad = None
+    y.backward(g)
+    np.testing.assert_array_equal(x.grad, first[0])
+    np.testing.assert_array_equal(w.grad, first[1])
+    want = F.conv2d(sa.tensor(x_np.astype(np.float64)), sa.tensor(w_np), padding=1).numpy()
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-4, atol=1e-4)  # the output was not overwritten either
