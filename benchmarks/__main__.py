@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 import time
@@ -56,6 +57,8 @@ def parse_args(argv=None):
                    help="set OMP_WAIT_POLICY for both OpenMP runtimes (Numba's and PyTorch's) before they load; "
                         "passive stops idle threads spinning, which on a busy machine stalls parallel regions "
                         "(default: the runtimes' own policy)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="time rows measured during a stall again, after waiting for quiet cores (CPU; not --quick)")
     p.add_argument("--sections", default=None,
                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all for a full run, ops for "
                         "--quick or --filter)")
@@ -133,34 +136,65 @@ def time_case(case: ops.Case, env: ops.Env, profile, bandwidth: float | None = N
     return row
 
 
-def run_ops(cases, env, profile, bandwidth, baseline_s: float | None = None) -> list[dict]:
+def wait_for_quiet(baseline_s: float, timeout_s: float) -> bool:
+    """Poll the stall probe until a parallel kernel runs steadily again (p90 within 2x the quiet median)."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        if harness.parallel_stall_probe(calls=30)["p90_s"] <= 2 * baseline_s:
+            return True
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(5)
+
+
+def run_ops(cases, env, profile, bandwidth, baseline_s: float | None = None, retries: int = 0,
+            quiet_timeout_s: float = 120) -> list[dict]:
     """Time every case; on the CPU, probe for stalls right after each (see harness.parallel_stall_probe) and mark
-    the row noisy when the probe's 90th percentile exceeds 3x the quiet median measured at the start."""
-    rows = []
-    for k, case in enumerate(cases, 1):
-        t0 = time.perf_counter()
-        row = time_case(case, env, profile, bandwidth)
-        if baseline_s and row.get("timings"):
-            probe = harness.parallel_stall_probe(calls=30)
-            row["stall"] = probe["p90_s"] / baseline_s
-            row["noisy"] = row["stall"] > 3
-        rows.append(row)
-        if row.get("timings"):
-            t = row["timings"]
-            summary = f"{t['scratchattn']['median'] * 1e3:.3g} ms"
-            if row.get("ratio_torch") is not None:
-                summary += f", {row['ratio_torch']:.2f}x torch"
-            if row.get("ratio_twin") is not None:
-                summary += f", {row['ratio_twin']:.2f}x twin"
-            fraction = report.floor_fraction(row, "scratchattn", bandwidth)
-            if fraction is not None:
-                summary += f", {100 * fraction:.0f}% of floor"
-            if row.get("noisy"):
-                summary += f", NOISY (stall probe {row['stall']:.1f}x)"
-        else:
-            summary = row.get("unavailable") or row.get("error")
-        print(f"[{k}/{len(cases)}] {case.name}: {summary} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    the row noisy when the probe's 90th percentile exceeds 3x the quiet median measured at the start. Noisy rows
+    are timed again up to ``retries`` times, each time after waiting for the cores to be quiet; the least noisy
+    attempt is kept (``attempts`` in the row counts them)."""
+    rows = [_timed_row(case, env, profile, bandwidth, baseline_s, k, len(cases)) for k, case in enumerate(cases, 1)]
+    for attempt in range(2, retries + 2):
+        noisy = [k for k, row in enumerate(rows) if row.get("noisy")]
+        if not noisy:
+            break
+        quiet = wait_for_quiet(baseline_s, quiet_timeout_s)
+        print(f"retry {attempt - 1}/{retries}: {len(noisy)} noisy rows"
+              + ("" if quiet else f" (the cores did not become quiet within {quiet_timeout_s:.0f} s)"), flush=True)
+        for k in noisy:
+            row = _timed_row(cases[k], env, profile, bandwidth, baseline_s, k + 1, len(cases))
+            row["attempts"] = rows[k].get("attempts", 1) + 1
+            if row.get("timings") and row.get("stall", math.inf) < rows[k].get("stall", math.inf):
+                rows[k] = row
+            else:
+                rows[k]["attempts"] = row["attempts"]
     return rows
+
+
+def _timed_row(case, env, profile, bandwidth, baseline_s, k, total) -> dict:
+    """Time one case, probe for stalls after it, print its line; the row."""
+    t0 = time.perf_counter()
+    row = time_case(case, env, profile, bandwidth)
+    if baseline_s and row.get("timings"):
+        probe = harness.parallel_stall_probe(calls=30)
+        row["stall"] = probe["p90_s"] / baseline_s
+        row["noisy"] = row["stall"] > 3
+    if row.get("timings"):
+        t = row["timings"]
+        summary = f"{t['scratchattn']['median'] * 1e3:.3g} ms"
+        if row.get("ratio_torch") is not None:
+            summary += f", {row['ratio_torch']:.2f}x torch"
+        if row.get("ratio_twin") is not None:
+            summary += f", {row['ratio_twin']:.2f}x twin"
+        fraction = report.floor_fraction(row, "scratchattn", bandwidth)
+        if fraction is not None:
+            summary += f", {100 * fraction:.0f}% of floor"
+        if row.get("noisy"):
+            summary += f", NOISY (stall probe {row['stall']:.1f}x)"
+    else:
+        summary = row.get("unavailable") or row.get("error")
+    print(f"[{k}/{total}] {case.name}: {summary} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    return row
 
 
 def run_scaling(env, profile) -> tuple[dict, dict]:
@@ -321,7 +355,8 @@ def main(argv=None) -> int:
     }
     if "ops" in args.sections:
         baseline = None if args.gpu else stall["median_s"]
-        results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"], baseline)
+        results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"], baseline,
+                                   retries=0 if args.quick else args.retries)
     if "scaling" in args.sections:
         results["scaling"], results["scaling_fits"] = run_scaling(env, profile)
     if "memory" in args.sections and not args.gpu:
