@@ -37,6 +37,7 @@ from .attention import scaled_dot_product_attention
 from .conv import conv2d
 from .dropout import dropout
 from .gelu import gelu
+from .grid_sample import grid_sample
 from .layer_norm import layer_norm
 from .linear import linear
 from .loss import cross_entropy, mse_loss

@@ -1,0 +1,596 @@
+"""Numba kernels of grid sampling: the forward gather and the backward (gradients for the input and the grid).
+
+For every output pixel (n, h, w) the grid holds a point (x, y) in normalised coordinates, [-1, 1] across the
+image. The kernels turn it into a pixel coordinate (ix, iy) of the input (``unnormalize``), move that inside the
+image when the padding mode says so (``pad_coordinate``: clip for "border", reflect then clip for "reflection";
+"zeros" leaves it and reads zeros outside), and interpolate every channel there. docs/derivations.md, section
+"Grid sampling", has the formulas and the derivation of the backward; ``functional/grid_sample.py`` holds the op
+and validates its input. The CUDA twin ``kernels/cuda/grid_sample.cu`` has the same helpers under the same names
+and variable names: read them side by side.
+
+Taps. Every mode is a weighted sum over a few input pixels, the *taps* of the output pixel:
+
+    out[n, c, h, w] = sum_k  weight_k * inp[n, c, tap_k]          (a tap outside the image reads 0)
+
+bilinear has 4 taps (the surrounding pixels), nearest 1, bicubic 16 (a 4 x 4 block, the padding applied to each).
+The modes differ only in how they choose taps and weights (``bilinear_taps``, ``nearest_taps``, ``bicubic_taps``),
+so the backward is one formula for all of them:
+
+    dL/dinp[n, c, tap_k] += weight_k * g[n, c, h, w]                (a scatter)
+    dL/dgrid[n, h, w, 0]  = sum_k dweight_k/dx * sum_c g[n, c, h, w] * inp[n, c, tap_k]     (likewise for y)
+
+A tap is stored as its pixel offset ``y * W + x`` inside one image plane, or -1 when it lies outside the image.
+
+Loop order. The taps of one output row are computed first, into a small table (``plan_row``): that loop holds
+all the coordinate arithmetic, has no memory dependence between pixels and vectorises. The channel loops then
+read the table. For NCHW they run plane by plane (channel outer, pixels inner), so the reads of one channel stay
+in one plane and the writes are contiguous; for NHWC they run pixel by pixel (channels inner), where the channels
+of a tap are one contiguous vector. Arrays are indexed flat with explicit offsets, as in the CUDA twin: with
+multi-dimensional indexing Numba hides the strides from LLVM, and the coordinate loop ran 5x slower.
+
+Parallelism is race-free by construction (style rule 6). Forward: ``prange`` over chunks of output rows; a chunk
+writes only its own rows and owns its tap table. Backward: ``prange`` over chunks of images; a chunk scatters only
+into the ``grad_inp`` of its images and writes the grid gradient of their output pixels, each a sum made by one
+thread. No element is updated from two iterations and every sum runs in a fixed order that does not depend on the
+chunking, so results are bitwise identical from run to run and for any number of threads.
+
+Safety. The kernels trust the shapes, dtypes and contiguity (the functional checks them) but not the coordinates:
+an integer index is formed from a float coordinate only after a floating-point test has shown that it lies inside
+the image (``pixel_index``), so NaN, Inf and 1e30 can never become an out-of-bounds read or write (converting them
+to an integer is undefined behaviour in C and yields garbage in Numba).
+
+Every constant goes through ``t`` (the scalar type, float32 or float64) because Numba would otherwise promote
+float32 arithmetic to float64 at the first Python literal: float32 data is computed in float32, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+# Integer codes of the string options; the CUDA twin uses the same numbers.
+BILINEAR, NEAREST, BICUBIC = 0, 1, 2
+ZEROS, BORDER, REFLECTION = 0, 1, 2
+MODES = {"bilinear": BILINEAR, "nearest": NEAREST, "bicubic": BICUBIC}
+PADDING_MODES = {"zeros": ZEROS, "border": BORDER, "reflection": REFLECTION}
+TAPS = {BILINEAR: 4, NEAREST: 1, BICUBIC: 16}  # taps per output pixel
+
+# The coefficient of Keys' cubic convolution kernel that PyTorch (and OpenCV) use.
+CUBIC_A = -0.75
+
+# Work items per thread: more chunks than threads evens out the load, and each chunk allocates its tap table once.
+CHUNKS_PER_THREAD = 4
+
+
+# =================================================================================================================
+# coordinates: unnormalize, clip, reflect, pad (each with its derivative); pixel_index
+# =================================================================================================================
+
+
+@njit(inline="always")
+def unnormalize(t, coord, size, align_corners):
+    """Pixel coordinate of a normalised coordinate, and its derivative d(pixel)/d(coord).
+
+    align_corners=True:  -1 and +1 are the centres of the first and last pixels:  ix = (coord + 1) / 2 * (size - 1)
+    align_corners=False: -1 and +1 are the outer edges of those pixels:          ix = ((coord + 1) * size - 1) / 2
+    """
+    if align_corners:
+        return (coord + t(1)) * t(0.5) * t(size - 1), t(0.5) * t(size - 1)
+    return ((coord + t(1)) * t(size) - t(1)) * t(0.5), t(0.5) * t(size)
+
+
+@njit(inline="always")
+def clip_coordinate(t, coord, size):
+    """``coord`` clamped to [0, size - 1], and d(clamped)/d(coord).
+
+    The derivative is 0 where the coordinate was clamped, and also exactly on the two borders (as in PyTorch). NaN
+    clamps to 0 (as in PyTorch's kernels), so "border" padding turns any coordinate into a pixel of the image.
+    """
+    if not coord > t(0):  # written with `not` so that NaN lands here too
+        return t(0), t(0)
+    if coord >= t(size - 1):
+        return t(size - 1), t(0)
+    return coord, t(1)
+
+
+@njit(inline="always")
+def reflect_coordinate(t, coord, size, align_corners):
+    """``coord`` mirrored into [lo, lo + span] at the image edges, and d(reflected)/d(coord), which is +1 or -1.
+
+    The mirrors stand at the centres of the border pixels (lo = 0, span = size - 1) with align_corners, and at
+    their outer edges (lo = -0.5, span = size) without. Mirroring at both ends is periodic with period 2 span:
+    |coord - lo| is folded into [0, 2 span) by fmod (exact, and defined for any finite value, unlike a count of
+    flips in an int), and the second half of the period is mirrored back. Each mirror flips the slope. A single
+    pixel with align_corners has span 0: every point maps to it, with derivative 0. Inf and NaN give NaN, which the
+    clip that follows sends to 0.
+    """
+    if align_corners:
+        lo, span = t(0), t(size - 1)
+    else:
+        lo, span = t(-0.5), t(size)
+    if span == t(0):
+        return t(0), t(0)
+    distance = coord - lo
+    slope = t(1)
+    if distance < t(0):
+        distance = -distance
+        slope = -slope
+    distance = np.fmod(distance, t(2) * span)
+    if distance > span:
+        distance = t(2) * span - distance
+        slope = -slope
+    return distance + lo, slope
+
+
+@njit(inline="always")
+def pad_coordinate(t, coord, size, padding_mode, align_corners):
+    """Apply the padding mode to a pixel coordinate: returns the coordinate to sample and its derivative.
+
+    zeros: unchanged (points outside the image read zeros); border: clipped into the image; reflection: reflected
+    at the edges, then clipped (without align_corners a reflected point can lie up to half a pixel outside).
+    """
+    if padding_mode == BORDER:
+        return clip_coordinate(t, coord, size)
+    if padding_mode == REFLECTION:
+        coord, slope = reflect_coordinate(t, coord, size, align_corners)
+        coord, clip_slope = clip_coordinate(t, coord, size)
+        return coord, slope * clip_slope
+    return coord, t(1)
+
+
+@njit(inline="always")
+def pixel_index(t, coord, size):
+    """``(int(coord), True)`` if the integer-valued float ``coord`` is a pixel of an axis of ``size``, else
+    ``(0, False)``. The test is made on the float, before the conversion, so NaN, Inf and huge values are never
+    converted."""
+    inside = (coord >= t(0)) & (coord <= t(size - 1))
+    return int(min(max(coord, t(0)), t(size - 1))), inside
+
+
+# =================================================================================================================
+# cubic convolution weights and their derivatives
+# =================================================================================================================
+
+
+@njit(inline="always")
+def cubic_near(t, d):
+    """Keys' kernel for a tap at distance d in [0, 1]: (A + 2) d^3 - (A + 3) d^2 + 1."""
+    a = t(CUBIC_A)
+    return ((a + t(2)) * d - (a + t(3))) * d * d + t(1)
+
+
+@njit(inline="always")
+def cubic_far(t, d):
+    """Keys' kernel for a tap at distance d in [1, 2]: A d^3 - 5A d^2 + 8A d - 4A."""
+    a = t(CUBIC_A)
+    return ((a * d - t(5) * a) * d + t(8) * a) * d - t(4) * a
+
+
+@njit(inline="always")
+def cubic_near_slope(t, d):
+    """d/dd of cubic_near: 3 (A + 2) d^2 - 2 (A + 3) d."""
+    a = t(CUBIC_A)
+    return (t(3) * (a + t(2)) * d - t(2) * (a + t(3))) * d
+
+
+@njit(inline="always")
+def cubic_far_slope(t, d):
+    """d/dd of cubic_far: 3A d^2 - 10A d + 8A."""
+    a = t(CUBIC_A)
+    return (t(3) * a * d - t(10) * a) * d + t(8) * a
+
+
+@njit(inline="always")
+def cubic_weight(t, frac, i):
+    """Weight of tap x0 - 1 + i (i = 0..3) for ``frac`` = ix - x0 in [0, 1): the kernel at the distances
+    frac + 1, frac, 1 - frac, 2 - frac. The four weights sum to 1."""
+    if i == 0:
+        return cubic_far(t, frac + t(1))
+    if i == 1:
+        return cubic_near(t, frac)
+    if i == 2:
+        return cubic_near(t, t(1) - frac)
+    return cubic_far(t, t(2) - frac)
+
+
+@njit(inline="always")
+def cubic_weight_slope(t, frac, i):
+    """d/d(frac) of ``cubic_weight``: the distances of taps 2 and 3 shrink as frac grows, hence their minus signs."""
+    if i == 0:
+        return cubic_far_slope(t, frac + t(1))
+    if i == 1:
+        return cubic_near_slope(t, frac)
+    if i == 2:
+        return -cubic_near_slope(t, t(1) - frac)
+    return -cubic_far_slope(t, t(2) - frac)
+
+
+# =================================================================================================================
+# the taps of one output pixel, per mode
+# =================================================================================================================
+#
+# Each function returns, for the output pixel whose grid point is (gx, gy), a tuple over its taps of: offset
+# (y * W + x, or -1 outside the image), weight, and the weight's derivatives with respect to the two grid
+# coordinates, dweight_dx and dweight_dy, the chain through unnormalize and padding included. They return values
+# instead of writing into arrays because Numba reference-counts arrays passed down through inlined functions,
+# and those calls in the loop over pixels would stop it from vectorising.
+
+
+@njit(inline="always")
+def tap_offset(y, x, inside, W):
+    return y * W + x if inside else -1
+
+
+@njit(inline="always")
+def bilinear_taps(t, gx, gy, H, W, padding_mode, align_corners):
+    """The corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) around (ix, iy), x0 = floor(ix), x1 = x0 + 1 (likewise
+    y), with weights (1-wx)(1-wy), wx(1-wy), (1-wx)wy, wx wy for wx = ix - x0, wy = iy - y0."""
+    ix, dix = unnormalize(t, gx, W, align_corners)
+    iy, diy = unnormalize(t, gy, H, align_corners)
+    ix, pad_slope = pad_coordinate(t, ix, W, padding_mode, align_corners)
+    dix *= pad_slope
+    iy, pad_slope = pad_coordinate(t, iy, H, padding_mode, align_corners)
+    diy *= pad_slope
+    x0f = np.floor(ix)
+    y0f = np.floor(iy)
+    wx = ix - x0f
+    wy = iy - y0f
+    x0, in_x0 = pixel_index(t, x0f, W)
+    x1, in_x1 = pixel_index(t, x0f + t(1), W)
+    y0, in_y0 = pixel_index(t, y0f, H)
+    y1, in_y1 = pixel_index(t, y0f + t(1), H)
+    offsets = (tap_offset(y0, x0, in_y0 & in_x0, W), tap_offset(y0, x1, in_y0 & in_x1, W),
+               tap_offset(y1, x0, in_y1 & in_x0, W), tap_offset(y1, x1, in_y1 & in_x1, W))
+    weights = ((t(1) - wx) * (t(1) - wy), wx * (t(1) - wy), (t(1) - wx) * wy, wx * wy)
+    # d wx/d gx = dix and d wy/d gy = diy, so that e.g. d[(1-wx)(1-wy)]/d gx = -(1-wy) dix.
+    dweights_dx = (-(t(1) - wy) * dix, (t(1) - wy) * dix, -wy * dix, wy * dix)
+    dweights_dy = (-(t(1) - wx) * diy, -wx * diy, (t(1) - wx) * diy, wx * diy)
+    return offsets, weights, dweights_dx, dweights_dy
+
+
+@njit(inline="always")
+def nearest_tap(t, gx, gy, H, W, padding_mode, align_corners):
+    """The pixel (rint(iy), rint(ix)), rounding halves to even, with weight 1. The output is piecewise constant in
+    the grid, so the derivatives are 0."""
+    ix, _ = unnormalize(t, gx, W, align_corners)
+    iy, _ = unnormalize(t, gy, H, align_corners)
+    ix, _ = pad_coordinate(t, ix, W, padding_mode, align_corners)
+    iy, _ = pad_coordinate(t, iy, H, padding_mode, align_corners)
+    x, in_x = pixel_index(t, np.rint(ix), W)
+    y, in_y = pixel_index(t, np.rint(iy), H)
+    return tap_offset(y, x, in_y & in_x, W), t(1), t(0), t(0)
+
+
+@njit(inline="always")
+def axis_index(t, coord, size, padding_mode, align_corners):
+    """Index of the integer-valued tap coordinate ``coord`` after padding, or -1 when it lies outside the axis."""
+    coord, _ = pad_coordinate(t, coord, size, padding_mode, align_corners)
+    index, inside = pixel_index(t, coord, size)
+    return index if inside else -1
+
+
+@njit(inline="always")
+def bicubic_axis_taps(t, coord, size, padding_mode, align_corners):
+    """The four taps along one axis of bicubic sampling at the unpadded pixel coordinate ``coord``: the indices
+    pad(x0 - 1), ..., pad(x0 + 2) (-1 outside the image) for x0 = floor(coord), and frac = coord - x0. The padding
+    moves whole tap indices, which are integers: it has no derivative."""
+    x0f = np.floor(coord)
+    indices = (axis_index(t, x0f - t(1), size, padding_mode, align_corners),
+               axis_index(t, x0f, size, padding_mode, align_corners),
+               axis_index(t, x0f + t(1), size, padding_mode, align_corners),
+               axis_index(t, x0f + t(2), size, padding_mode, align_corners))
+    return indices, coord - x0f
+
+
+# Pixels per tap table. A compile-time constant, so that LLVM can see that the rows of a table do not overlap:
+# with it the coordinate loop of bilinear sampling vectorises.
+BLOCK = 256
+
+
+@njit(inline="always")
+def n_taps(mode):
+    return 4 if mode == BILINEAR else (1 if mode == NEAREST else 16)
+
+
+@njit(inline="always")
+def plan_bilinear(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
+    t = weight.dtype.type
+    for p in range(count):
+        offsets, weights, dweights_dx, dweights_dy = bilinear_taps(t, grid_block[2 * p], grid_block[2 * p + 1],
+                                                                   H, W, padding_mode, align_corners)
+        for k in range(4):
+            offset[k * BLOCK + p] = offsets[k]
+            weight[k * BLOCK + p] = weights[k]
+            dweight_dx[k * BLOCK + p] = dweights_dx[k]
+            dweight_dy[k * BLOCK + p] = dweights_dy[k]
+
+
+@njit(inline="always")
+def plan_nearest(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
+    t = weight.dtype.type
+    for p in range(count):
+        o, w, dx, dy = nearest_tap(t, grid_block[2 * p], grid_block[2 * p + 1], H, W, padding_mode, align_corners)
+        offset[p] = o
+        weight[p] = w
+        dweight_dx[p] = dx
+        dweight_dy[p] = dy
+
+
+@njit
+def plan_block(grid_block, count, H, W, mode, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
+    """Fill the tap tables of ``count`` <= BLOCK consecutive output pixels of one image; ``grid_block`` holds their
+    grid points (x, y) one after the other. Tap k of pixel p goes to row k, column p: index k * BLOCK + p.
+
+    Bilinear and nearest sampling get one loop per padding mode (bilinear: and align_corners), each with the
+    options as constants: with the tests inside, the loop would keep the reflection's fmod call and branches, and
+    LLVM would not vectorise it.
+    """
+    t = weight.dtype.type
+    if mode == BILINEAR:
+        if padding_mode == ZEROS:
+            if align_corners:
+                plan_bilinear(grid_block, count, H, W, ZEROS, True, offset, weight, dweight_dx, dweight_dy)
+            else:
+                plan_bilinear(grid_block, count, H, W, ZEROS, False, offset, weight, dweight_dx, dweight_dy)
+        elif padding_mode == BORDER:
+            if align_corners:
+                plan_bilinear(grid_block, count, H, W, BORDER, True, offset, weight, dweight_dx, dweight_dy)
+            else:
+                plan_bilinear(grid_block, count, H, W, BORDER, False, offset, weight, dweight_dx, dweight_dy)
+        else:
+            plan_bilinear(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx,
+                          dweight_dy)
+    elif mode == NEAREST:
+        if padding_mode == ZEROS:
+            plan_nearest(grid_block, count, H, W, ZEROS, align_corners, offset, weight, dweight_dx, dweight_dy)
+        elif padding_mode == BORDER:
+            plan_nearest(grid_block, count, H, W, BORDER, align_corners, offset, weight, dweight_dx, dweight_dy)
+        else:
+            plan_nearest(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx,
+                         dweight_dy)
+    else:
+        for p in range(count):
+            ix, dix = unnormalize(t, grid_block[2 * p], W, align_corners)
+            iy, diy = unnormalize(t, grid_block[2 * p + 1], H, align_corners)
+            xs, fx = bicubic_axis_taps(t, ix, W, padding_mode, align_corners)
+            ys, fy = bicubic_axis_taps(t, iy, H, padding_mode, align_corners)
+            for j in range(4):
+                for i in range(4):
+                    k = (4 * j + i) * BLOCK + p
+                    offset[k] = ys[j] * W + xs[i] if ys[j] >= 0 and xs[i] >= 0 else -1
+                    weight[k] = cubic_weight(t, fy, j) * cubic_weight(t, fx, i)
+                    dweight_dx[k] = cubic_weight(t, fy, j) * cubic_weight_slope(t, fx, i) * dix
+                    dweight_dy[k] = cubic_weight_slope(t, fy, j) * cubic_weight(t, fx, i) * diy
+
+
+# =================================================================================================================
+# one block of output pixels, all channels: NCHW (plane by plane) and NHWC (pixel by pixel)
+# =================================================================================================================
+#
+# The kernels view the arrays as matrices whose rows are what one loop walks along: NCHW planes[n * C + c, pixel]
+# and NHWC pixels[n * H * W + pixel, c]. Then the innermost index is always the loop counter, which Numba knows to
+# be non-negative; a computed flat index would carry a negative-index check that stops LLVM from vectorising.
+
+
+@njit(inline="always")
+def gather_planar(t, inp_planes, plane, offset, weight, p, K):
+    """sum_k weight[k, p] * inp[plane, tap_k] over the K taps of pixel p (K a constant, so the loop unrolls).
+
+    Branch-free: the read uses the tap index clamped to 0, always valid, and its value is dropped for a tap
+    outside the image (so an Inf there cannot turn into 0 * Inf = NaN)."""
+    acc = t(0)
+    for k in range(K):
+        o = offset[k * BLOCK + p]
+        v = inp_planes[plane, max(o, 0)]
+        acc += weight[k * BLOCK + p] * v if o >= 0 else t(0)
+    return acc
+
+
+@njit
+def forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight):
+    """out[n, c, start + p] = sum_k weight[k, p] * inp[n, c, tap_k] for each channel c and pixel p of the block."""
+    t = out_planes.dtype.type
+    K = offset.shape[0] // BLOCK
+    for c in range(C):
+        plane = n * C + c
+        if K == 4:
+            for p in range(count):
+                out_planes[plane, start + p] = gather_planar(t, inp_planes, plane, offset, weight, p, 4)
+        elif K == 1:
+            for p in range(count):
+                out_planes[plane, start + p] = gather_planar(t, inp_planes, plane, offset, weight, p, 1)
+        else:
+            for p in range(count):
+                out_planes[plane, start + p] = gather_planar(t, inp_planes, plane, offset, weight, p, 16)
+
+
+@njit
+def forward_block_nhwc(inp_pixels, out_pixels, n, HW, P_out, start, count, offset, weight):
+    """out[n, start + p, :] = sum_k weight[k, p] * inp[n, tap_k, :]: one contiguous channel vector per tap."""
+    t = out_pixels.dtype.type
+    C = out_pixels.shape[1]
+    K = offset.shape[0] // BLOCK
+    for p in range(count):
+        q = n * P_out + start + p
+        for c in range(C):
+            out_pixels[q, c] = t(0)
+        for k in range(K):
+            o = offset[k * BLOCK + p]
+            if o >= 0:
+                r = n * HW + o
+                wt = weight[k * BLOCK + p]
+                for c in range(C):
+                    out_pixels[q, c] += wt * inp_pixels[r, c]
+
+
+@njit
+def backward_block_nchw(grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
+                        dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots):
+    """For each channel, pixel and tap: grad_inp[n, c, tap] += weight * g and gx_acc[p] += dweight_dx * g *
+    inp[n, c, tap] (likewise y), where g = grad_out[n, c, start + p]."""
+    t = inp_planes.dtype.type
+    K = offset.shape[0] // BLOCK
+    for p in range(count):
+        gx_acc[p] = t(0)
+        gy_acc[p] = t(0)
+    for c in range(C):
+        plane = n * C + c
+        for p in range(count):
+            g = grad_out_planes[plane, start + p]
+            for k in range(K):
+                o = offset[k * BLOCK + p]
+                if o >= 0:
+                    if need_dots:
+                        gv = g * inp_planes[plane, o]
+                        gx_acc[p] += dweight_dx[k * BLOCK + p] * gv
+                        gy_acc[p] += dweight_dy[k * BLOCK + p] * gv
+                    if need_grad_inp:
+                        grad_inp_planes[plane, o] += weight[k * BLOCK + p] * g
+
+
+@njit
+def backward_block_nhwc(grad_out_pixels, inp_pixels, grad_inp_pixels, n, HW, P_out, start, count, offset, weight,
+                        dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots):
+    """The sums of backward_block_nchw, pixel by pixel: per tap, the channel dot product g . inp[n, tap, :] and the
+    scatter of weight * g into grad_inp[n, tap, :], each a loop over one contiguous vector."""
+    t = inp_pixels.dtype.type
+    C = inp_pixels.shape[1]
+    K = offset.shape[0] // BLOCK
+    for p in range(count):
+        q = n * P_out + start + p
+        gx = t(0)
+        gy = t(0)
+        for k in range(K):
+            o = offset[k * BLOCK + p]
+            if o < 0:
+                continue
+            r = n * HW + o
+            if need_dots:
+                dot = t(0)
+                for c in range(C):
+                    dot += grad_out_pixels[q, c] * inp_pixels[r, c]
+                gx += dweight_dx[k * BLOCK + p] * dot
+                gy += dweight_dy[k * BLOCK + p] * dot
+            if need_grad_inp:
+                wt = weight[k * BLOCK + p]
+                for c in range(C):
+                    grad_inp_pixels[r, c] += wt * grad_out_pixels[q, c]
+        gx_acc[p] = gx
+        gy_acc[p] = gy
+
+
+# =================================================================================================================
+# the kernels: flat arrays and explicit sizes, like their CUDA twins
+# =================================================================================================================
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, mode, padding_mode, align_corners,
+                               channels_last, n_chunks):
+    """out = inp sampled at grid. inp (N*C*H*W,), grid (N*H_out*W_out*2,), out (N*C*H_out*W_out,): flat views of
+    the NCHW or (``channels_last``) NHWC arrays. The (image, block) work items are split into ``n_chunks``
+    parallel chunks; each chunk has its own tap tables."""
+    P_out = H_out * W_out
+    blocks_per_image = (P_out + BLOCK - 1) // BLOCK
+    items = N * blocks_per_image
+    n_chunks = max(1, min(items, n_chunks))
+    K = n_taps(mode)
+    for chunk in prange(n_chunks):
+        offset = np.empty(K * BLOCK, np.int64)
+        weight = np.empty(K * BLOCK, out.dtype)
+        dweight_dx = np.empty(K * BLOCK, out.dtype)
+        dweight_dy = np.empty(K * BLOCK, out.dtype)
+        for item in range(chunk * items // n_chunks, (chunk + 1) * items // n_chunks):
+            n = item // blocks_per_image
+            start = (item - n * blocks_per_image) * BLOCK
+            count = min(BLOCK, P_out - start)
+            first = n * P_out + start  # flat index of the block's first output pixel
+            plan_block(grid[2 * first: 2 * (first + count)], count, H, W, mode, padding_mode, align_corners,
+                       offset, weight, dweight_dx, dweight_dy)
+            if channels_last:
+                forward_block_nhwc(inp.reshape((N * H * W, C)), out.reshape((N * P_out, C)), n, H * W, P_out,
+                                   start, count, offset, weight)
+            else:
+                forward_block_nchw(inp.reshape((N * C, H * W)), out.reshape((N * C, P_out)), n, C, start, count,
+                                   offset, weight)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, mode,
+                                padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks):
+    """grad_inp (zeroed by the caller) += the scatter of grad_out; grad_grid = dL/dgrid. Flat arrays as in the
+    forward; an output whose ``need_`` flag is False is not touched (it may be an empty array). The images are
+    split into ``n_chunks`` parallel chunks: a chunk is the only writer of its images' grad_inp."""
+    P_out = H_out * W_out
+    need_dots = need_grad_grid and mode != NEAREST  # nearest: the grid gradient is 0
+    n_chunks = max(1, min(N, n_chunks))
+    K = n_taps(mode)
+    for chunk in prange(n_chunks):
+        offset = np.empty(K * BLOCK, np.int64)
+        weight = np.empty(K * BLOCK, inp.dtype)
+        dweight_dx = np.empty(K * BLOCK, inp.dtype)
+        dweight_dy = np.empty(K * BLOCK, inp.dtype)
+        gx_acc = np.zeros(BLOCK, inp.dtype)
+        gy_acc = np.zeros(BLOCK, inp.dtype)
+        for n in range(chunk * N // n_chunks, (chunk + 1) * N // n_chunks):
+            for start in range(0, P_out, BLOCK):
+                count = min(BLOCK, P_out - start)
+                first = n * P_out + start
+                plan_block(grid[2 * first: 2 * (first + count)], count, H, W, mode, padding_mode, align_corners,
+                           offset, weight, dweight_dx, dweight_dy)
+                if channels_last:
+                    backward_block_nhwc(grad_out.reshape((N * P_out, C)), inp.reshape((N * H * W, C)),
+                                        grad_inp.reshape((-1, C)), n, H * W, P_out, start, count, offset, weight,
+                                        dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots)
+                else:
+                    backward_block_nchw(grad_out.reshape((N * C, P_out)), inp.reshape((N * C, H * W)),
+                                        grad_inp.reshape((-1, H * W)), n, C, start, count, offset, weight,
+                                        dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots)
+                if need_grad_grid:
+                    for p in range(count):
+                        grad_grid[2 * (first + p)] = gx_acc[p]
+                        grad_grid[2 * (first + p) + 1] = gy_acc[p]
+
+
+# =================================================================================================================
+# public functions (the CUDA launcher module has the same ones)
+# =================================================================================================================
+
+
+def _sizes(inp, grid, channels_last):
+    if channels_last:
+        N, H, W, C = inp.shape
+    else:
+        N, C, H, W = inp.shape
+    return N, C, H, W, grid.shape[1], grid.shape[2]
+
+
+def grid_sample_forward(inp, grid, out, mode, padding_mode, align_corners, channels_last):
+    """Sample ``inp`` at ``grid`` into the preallocated ``out``.
+
+    inp (N, C, H, W), or (N, H, W, C) when ``channels_last``; grid (N, H_out, W_out, 2); out (N, C, H_out, W_out)
+    or (N, H_out, W_out, C). All C-contiguous and of one float dtype, C >= 1, H, W >= 1; ``mode`` and
+    ``padding_mode`` are the integer codes above.
+    """
+    grid_sample_forward_kernel(inp.reshape(-1), grid.reshape(-1), out.reshape(-1),
+                               *_sizes(inp, grid, channels_last), mode, padding_mode, bool(align_corners),
+                               bool(channels_last), CHUNKS_PER_THREAD * get_num_threads())
+
+
+def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding_mode, align_corners,
+                         channels_last):
+    """Gradients of grid sampling into the preallocated ``grad_inp`` (the shape of ``inp``, zero-filled) and
+    ``grad_grid`` (the shape of ``grid``); pass None for one that is not needed."""
+    need_grad_inp = grad_inp is not None
+    need_grad_grid = grad_grid is not None
+    C = inp.shape[3] if channels_last else inp.shape[1]
+    H, W = (inp.shape[1], inp.shape[2]) if channels_last else (inp.shape[2], inp.shape[3])
+    # An unneeded output is an empty array that still reshapes to (-1, C) or (-1, H * W) in the kernel.
+    empty = np.empty(0, inp.dtype)
+    grad_inp = grad_inp.reshape(-1) if need_grad_inp else empty
+    grad_grid = grad_grid.reshape(-1) if need_grad_grid else np.empty(0, grid.dtype)
+    del C, H, W
+    grid_sample_backward_kernel(grad_out.reshape(-1), inp.reshape(-1), grid.reshape(-1), grad_inp, grad_grid,
+                                *_sizes(inp, grid, channels_last), mode, padding_mode, bool(align_corners),
+                                bool(channels_last), need_grad_inp, need_grad_grid,
+                                CHUNKS_PER_THREAD * get_num_threads())
