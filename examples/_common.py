@@ -53,13 +53,19 @@ E_POINTS = 4
 
 DISTORTIONS = ("R", "RTS", "P", "E")
 
+# --smoke: every code path on a sliver of the work (the tests run each example this way).
+SMOKE_BATCHES = 2
+SMOKE_BATCH_SIZE = 16
+SMOKE_TEST_IMAGES = 32
+
 
 # =================================================================================================================
 # command line
 # =================================================================================================================
 
 
-def build_parser(example: str, description: str, epochs: int, batch_size: int, lr: float) -> argparse.ArgumentParser:
+def build_parser(example: str, description: str, epochs: int, batch_size: int, lr: float,
+                 distortion: str = "RTS") -> argparse.ArgumentParser:
     """The options every example takes; each example adds its own and passes its default budget."""
     p = argparse.ArgumentParser(prog=f"examples/{example}.py", description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -68,7 +74,7 @@ def build_parser(example: str, description: str, epochs: int, batch_size: int, l
     p.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {epochs}; 1 with --smoke)")
     p.add_argument("--batch-size", type=int, default=batch_size, help="minibatch size")
     p.add_argument("--lr", type=float, default=lr, help="learning rate of the backbones")
-    p.add_argument("--distortion", default="RTS", choices=DISTORTIONS,
+    p.add_argument("--distortion", default=distortion, choices=DISTORTIONS,
                    help="R: rotation +-90 deg; RTS: rotation +-45 deg, scale 0.7-1.2 and translation in a 42x42 "
                         "canvas; P: projective; E: elastic (thin-plate spline)")
     p.add_argument("--mnist", metavar="PATH", default=None,
@@ -91,6 +97,8 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in the defaults that depend on other options and check what argparse cannot."""
     if args.epochs is None:
         args.epochs = 1 if args.smoke else args.default_epochs
+    if args.smoke:
+        args.batch_size = min(args.batch_size, SMOKE_BATCH_SIZE)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
@@ -176,6 +184,19 @@ def load_data(args) -> Dataset:
     if args.train_limit is not None:
         data.x_train, data.y_train = data.x_train[: args.train_limit], data.y_train[: args.train_limit]
     return data
+
+
+def prepare_data(args):
+    """Everything an example trains and tests on: (data, x_test, y_test, batch_limit).
+
+    x_test (N, 1, S, S) NumPy, the test set distorted once with a fixed seed, and y_test (N,); batch_limit caps
+    the batches per epoch (None, or SMOKE_BATCHES with --smoke, which also keeps only a few test images).
+    """
+    data = load_data(args)
+    if args.smoke:
+        data.x_test, data.y_test = data.x_test[:SMOKE_TEST_IMAGES], data.y_test[:SMOKE_TEST_IMAGES]
+    x_test, y_test = distorted_test_set(data, args.distortion, copies=1 if args.smoke else TEST_COPIES)
+    return data, x_test, y_test, (SMOKE_BATCHES if args.smoke else None)
 
 
 # =================================================================================================================

@@ -179,12 +179,7 @@ def main(argv=None) -> dict | None:
     started = time.perf_counter()
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    data = C.load_data(args)
-    x_test, y_test = C.distorted_test_set(data, args.distortion)
-    batch_limit = None
-    if args.smoke:  # a few batches of everything: the code paths, not the numbers
-        x_test, y_test = x_test[:64], y_test[:64]
-        batch_limit = 2
+    data, x_test, y_test, batch_limit = C.prepare_data(args)
     x_test_dev = C.to_device(x_test, args.device)
 
     runs = build_runs(args, C.distorted_size(args.distortion))

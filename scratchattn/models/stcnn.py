@@ -29,7 +29,12 @@ def _conv_pool_size(size: int, kernel: int = 5) -> int:
 
 
 def _check_positive_ints(owner: str, name: str, value, count: int) -> tuple[int, ...]:
-    values = (value,) if count == 1 and isinstance(value, numbers.Integral) else tuple(value)
+    if count == 1:
+        values = (value,)
+    elif isinstance(value, (tuple, list)):
+        values = tuple(value)
+    else:
+        values = ()
     if len(values) != count or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in values
     ):
