@@ -16,7 +16,7 @@ the kh*kw kernel offsets, each adding one strided slice of the whole batch at on
 accumulate because the offsets are added one after another). Derivation: docs/derivations.md, "Generic ops".
 
 On the CPU, col2im runs a Numba kernel (``kernels/cpu/im2col.py``) that makes the same additions as plain loops,
-two to three times faster than the vectorised version here (measured there); the version here is the reference
+1.5 to 3 times faster than the vectorised version here (measured there); the version here is the reference
 and the CuPy path. The products themselves are BLAS calls and take most of the time (three products of equal size
 per layer), so the code around them avoids extra passes: the bias is added while the output is transposed into
 place, and the output gradient is transposed once for both backward products.
@@ -128,7 +128,7 @@ class Workspace:
     """Spare NumPy buffers for a convolution's big matrices, handed back when an op is done with them.
 
     A fresh 46 MB array costs about 2.5 ms of page faults before it is useful (the operating system zeroes each
-    page on first touch), as much as copying it twice. A training step allocates the same few shapes every time
+    page on first touch), more than copying it. A training step allocates the same few shapes every time
     (cols and dcols, C*kh*kw x N*L, and the output-sized products), so ``Conv2d`` gives those arrays back here
     once nothing can read them any more, and takes them from here on the next step. At most ``per_shape`` arrays
     per (shape, dtype) and ``max_bytes`` in all are kept; anything beyond is simply freed. Only NumPy arrays that
