@@ -194,31 +194,30 @@ class Conv2d(Function):
             out.append((size + sum(pad) - d * (k - 1) - 1) // s + 1)
         return kernel, tuple(out)
 
-    def _new(self, xp, shape, dtype):
-        """An uninitialised array: from the workspace on the CPU fast path, else a fresh one."""
-        if xp is np and self.cpu_kernels:
-            return WORKSPACE.take(shape, dtype)
-        return xp.empty(shape, dtype=dtype)
+    def _scratch(self, xp, shape, dtype):
+        """A workspace array on the CPU fast path; None elsewhere, meaning "allocate" (CuPy pools memory itself)."""
+        return WORKSPACE.take(shape, dtype) if xp is np and self.cpu_kernels else None
 
     def _done_with(self, xp, array):
-        if xp is np and self.cpu_kernels:
+        if array is not None and xp is np and self.cpu_kernels:
             WORKSPACE.give(array)
 
     def forward(self, x, weight, bias=None):
         xp = backend.get_array_module(x)
         n, c = x.shape[:2]
         o = weight.shape[0]
+        og = o // self.groups
         kernel, out_size = self._geometry(x.shape, weight.shape)
         n_l = n * out_size[0] * out_size[1]
-        cols = self._new(xp, (c * kernel[0] * kernel[1], n_l), x.dtype)
-        im2col(x, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size, out=cols)
+        cols_buffer = self._scratch(xp, (c * kernel[0] * kernel[1], n_l), x.dtype)
+        cols = im2col(x, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size, out=cols_buffer)
         cols3 = cols.reshape(self.groups, cols.shape[0] // self.groups, n_l)  # (groups, C/groups*kh*kw, N*L)
-        w3 = weight.reshape(self.groups, o // self.groups, -1)
-        y_onl = self._new(xp, (o, n_l), x.dtype)
+        w3 = weight.reshape(self.groups, og, -1)
+        y_buffer = self._scratch(xp, (o, n_l), x.dtype)
         if self.groups == 1:  # a plain 2-D product: exactly one BLAS call
-            xp.matmul(w3[0], cols3[0], out=y_onl)
+            y_onl = _matmul(w3[0], cols3[0], y_buffer)
         else:
-            xp.matmul(w3, cols3, out=y_onl.reshape(self.groups, o // self.groups, n_l))
+            y_onl = _matmul(w3, cols3, None if y_buffer is None else y_buffer.reshape(self.groups, og, n_l))
         # (O, N*L) -> (O, N, h_out, w_out) -> (N, O, h_out, w_out); the bias is added during the transposing copy,
         # which saves a pass over the output.
         y_view = y_onl.reshape(o, n, *out_size).transpose(1, 0, 2, 3)
@@ -227,7 +226,7 @@ class Conv2d(Function):
             y[...] = y_view
         else:
             xp.add(y_view, bias.reshape(1, o, 1, 1), out=y)
-        self._done_with(xp, y_onl)
+        self._done_with(xp, y_buffer)
         self.save_for_backward(cols, weight)
         self.x_shape = x.shape
         return y
@@ -242,27 +241,32 @@ class Conv2d(Function):
     def backward(self, g):
         cols, weight = self.saved_arrays
         xp = backend.get_array_module(g)
-        o = weight.shape[0]
+        n, o = g.shape[:2]
         og = o // self.groups
         kernel, out_size = self._geometry(self.x_shape, weight.shape)
         # G laid out as (groups, O/groups, N*L), matching the forward product.
-        n_l = g.shape[0] * g.shape[2] * g.shape[3]  # explicit, not -1: N may be 0
-        g_onl = self._new(xp, (o, n_l), g.dtype)
-        g_onl.reshape(o, g.shape[0], *out_size)[...] = g.transpose(1, 0, 2, 3)
+        n_l = n * g.shape[2] * g.shape[3]  # explicit, not -1: N may be 0
+        g_buffer = self._scratch(xp, (o, n_l), g.dtype)
+        if g_buffer is None:
+            g_onl = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, n_l)
+        else:
+            g_buffer.reshape(o, n, *out_size)[...] = g.transpose(1, 0, 2, 3)
+            g_onl = g_buffer
         g3 = g_onl.reshape(self.groups, og, n_l)
         cols3 = cols.reshape(self.groups, cols.shape[0] // self.groups, n_l)
         needs = self.needs_input_grad
         dx = dw = db = None
         if needs[0]:
             w3 = weight.reshape(self.groups, og, -1)
-            dcols = self._new(xp, cols.shape, g.dtype)
+            dcols_buffer = self._scratch(xp, cols.shape, g.dtype)
             if self.groups == 1:
-                xp.matmul(w3[0].T, g3[0], out=dcols)
+                dcols = _matmul(w3[0].T, g3[0], dcols_buffer)
             else:
-                xp.matmul(w3.transpose(0, 2, 1), g3, out=dcols.reshape(cols3.shape))
+                out = None if dcols_buffer is None else dcols_buffer.reshape(cols3.shape)
+                dcols = _matmul(w3.transpose(0, 2, 1), g3, out).reshape(cols.shape)
             scatter = col2im_fast if self.cpu_kernels else col2im
             dx = scatter(dcols, self.x_shape, kernel, self.stride, self.pad_h, self.pad_w, self.dilation, out_size)
-            self._done_with(xp, dcols)
+            self._done_with(xp, dcols_buffer)
         if needs[1]:
             if self.groups == 1:
                 dw = (g3[0] @ cols3[0].T).reshape(weight.shape)
@@ -270,8 +274,13 @@ class Conv2d(Function):
                 dw = (g3 @ cols3.transpose(0, 2, 1)).reshape(weight.shape)
         if len(needs) > 2 and needs[2]:
             db = g3.sum(axis=2).reshape(o)
-        self._done_with(xp, g_onl)
+        self._done_with(xp, g_buffer)
         return (dx, dw) if len(needs) == 2 else (dx, dw, db)
+
+
+def _matmul(a, b, out):
+    """a @ b (2-D, or batched over a leading axis), written into ``out`` when one is given."""
+    return a @ b if out is None else np.matmul(a, b, out=out)
 
 
 def _conv_padding(padding, kernel, dilation):
