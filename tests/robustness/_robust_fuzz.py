@@ -40,6 +40,7 @@ SPECIALS = ("nan", "inf", "-inf", "huge", "-huge", "subnormal", "-subnormal", "z
 # Specials that keep every intermediate of the ops far from overflow: cases holding only these are "tame".
 TAME_SPECIALS = {"subnormal", "-subnormal", "zero", "-zero"}
 VIEWS = ("contiguous", "reversed", "strided", "fortran")
+SOME_EMPTY = (0, 1, 1, 2, 2, 3, 3)  # batch sizes: an empty batch in one case out of seven
 DTYPES = ("float32", "float64")
 
 
@@ -173,7 +174,7 @@ def _add_input(case, ch, name, array, differentiable=True):
 def build_affine_grid(ch, path):
     case = _common(ch, "affine_grid", path)
     dtype = case["dtype"]
-    n, h, w = ch.integer(0, 3), ch.integer(1, 7), ch.integer(1, 7)
+    n, h, w = ch.pick(SOME_EMPTY), ch.integer(1, 7), ch.integer(1, 7)
     # Near the identity, so that the grid covers the image; then the special values.
     theta = (draw_array(ch, (n, 2, 3), dtype, scale=0.5, max_specials=0) + np.eye(2, 3)).astype(dtype)
     for index, kind in ch.specials(theta.size, 3):
@@ -188,7 +189,7 @@ def build_squeeze_excitation(ch, path):
     case = _common(ch, "squeeze_excitation", path)
     dtype = case["dtype"]
     layout = ch.pick(("NCHW", "NHWC"))
-    n, c, h, w, hidden = ch.integer(0, 3), ch.integer(1, 6), ch.integer(1, 6), ch.integer(1, 6), ch.integer(1, 3)
+    n, c, h, w, hidden = ch.pick(SOME_EMPTY), ch.integer(1, 6), ch.integer(1, 6), ch.integer(1, 6), ch.integer(1, 3)
     shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
     # Special values go into x (and the incoming gradient); the weights stay ordinary numbers, because 1e30 weights
     # times 1e30 activations overflow float32 where the float64 reference does not, which says nothing of the op.
@@ -207,8 +208,8 @@ def build_squeeze_excitation(ch, path):
 def build_attention(ch, path):
     case = _common(ch, "scaled_dot_product_attention", path)
     dtype = case["dtype"]
-    batch = (ch.integer(0, 2),) if ch.pick((True, False)) else (ch.integer(0, 2), ch.integer(1, 2))
-    lq, lk, d, dv = ch.integer(0, 4), ch.integer(1, 4), ch.integer(1, 4), ch.integer(1, 3)
+    batch = (ch.pick(SOME_EMPTY),) if ch.pick((True, False)) else (ch.pick(SOME_EMPTY), ch.integer(1, 2))
+    lq, lk, d, dv = ch.pick((0, 1, 2, 3, 4, 4)), ch.integer(1, 4), ch.integer(1, 4), ch.integer(1, 3)
     _add_input(case, ch, "q", draw_array(ch, batch + (lq, d), dtype))
     _add_input(case, ch, "k", draw_array(ch, batch + (lk, d), dtype))
     _add_input(case, ch, "v", draw_array(ch, batch + (lk, dv), dtype))
@@ -226,10 +227,30 @@ def build_attention(ch, path):
     return case
 
 
+def build_grid_sample(ch, path):
+    case = _common(ch, "grid_sample", path)
+    dtype = case["dtype"]
+    layout = ch.pick(("NCHW", "NHWC"))
+    n, c, h, w = ch.pick(SOME_EMPTY), ch.pick((0, 1, 2, 3, 3, 3, 3)), ch.integer(1, 5), ch.integer(1, 5)
+    h_out, w_out = ch.integer(1, 4), ch.integer(1, 4)
+    shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+    _add_input(case, ch, "input", draw_array(ch, shape, dtype, max_specials=2))
+    # Grid points mostly inside [-1, 1], some outside, with NaN, +-Inf, 1e30, subnormals and zeros planted.
+    _add_input(case, ch, "grid", draw_array(ch, (n, h_out, w_out, 2), dtype, scale=ch.pick((0.6, 1.5)),
+                                            max_specials=4))
+    case["options"] = {"mode": ch.pick(("bilinear", "nearest", "bicubic")),
+                       "padding_mode": ch.pick(("zeros", "border", "reflection")),
+                       "align_corners": ch.pick((False, True)), "layout": layout}
+    out_shape = (n, c, h_out, w_out) if layout == "NCHW" else (n, h_out, w_out, c)
+    case["grad_output"] = draw_array(ch, out_shape, dtype, max_specials=1)
+    return case
+
+
 BUILDERS = {
     "affine_grid": build_affine_grid,
     "squeeze_excitation": build_squeeze_excitation,
     "scaled_dot_product_attention": build_attention,
+    "grid_sample": build_grid_sample,
 }
 
 
@@ -557,7 +578,8 @@ def check_attention(case, result):
         with np.errstate(invalid="ignore"):
             outside = np.isfinite(out) & np.isfinite(lo) & np.isfinite(hi) & ((out < lo - slack) | (out > hi + slack))
         # ... or a row of zeros: a fully masked row, or one whose scores all overflowed to -inf.
-        outside &= ~(out == 0).all(axis=-1, keepdims=True)
+        # (0 * v where v is NaN or Inf: NaN in those columns)
+        outside &= ~((out == 0) | np.isnan(out)).all(axis=-1, keepdims=True)
         if outside.any():
             raise CaseFailure(f"output outside the convex hull of v's rows at {np.argwhere(outside)[:5].tolist()}\n"
                               f"{describe(case)}")
@@ -590,8 +612,107 @@ def _fully_masked_rows(q, k, mask, scale):
     return np.isneginf(scores).all(axis=-1)
 
 
+def grid_semantics(grid, h, w, mode, padding_mode, align_corners):
+    """The documented treatment of special grid points, as a grid the finite-only reference can read.
+
+    Returns (grid for the reference, checked, zero), both (N, H_out, W_out): ``checked`` marks the points whose value
+    the reference predicts, ``zero`` the points that must read 0 and pass no gradient. A non-finite coordinate
+    (functional/grid_sample.py's docstring): under "zeros" the point reads 0, whatever the other coordinate; under
+    "border" NaN samples the first pixel and +-Inf the edge; under "reflection" NaN and +-Inf sample the first pixel.
+    Not predicted: bicubic with "border"/"reflection" at a non-finite point (NaN, as in PyTorch), and "reflection"
+    of a coordinate beyond 1e4, which float32 folds differently from the float64 reference.
+    """
+    g = grid.astype(np.float64)
+    checked = np.ones(grid.shape[:3], bool)
+    zero = np.zeros(grid.shape[:3], bool)
+    for axis, size in ((0, w), (1, h)):
+        v = g[..., axis]
+        nan, pos, neg = np.isnan(v), np.isposinf(v), np.isneginf(v)
+        bad = nan | pos | neg
+        first_pixel = -1.0 if align_corners else 1.0 / size - 1.0
+        if padding_mode == "zeros":
+            zero |= bad
+            v[bad] = 0.0
+        elif mode == "bicubic":
+            checked &= ~bad
+            v[bad] = 0.0
+        elif padding_mode == "border":
+            v[nan], v[pos], v[neg] = first_pixel, 1e6, -1e6
+        else:
+            v[bad] = first_pixel
+        if padding_mode == "reflection":
+            checked &= ~(np.abs(v) > 1e4)
+        # Beyond 2^52 the reference's bicubic tap distances (ix - k in float64) lose their fractions; +-1e6 lies
+        # outside every image just the same (zeros: reads 0; border: the edge).
+        np.clip(v, -1e6, 1e6, out=v)
+    return g, checked, zero
+
+
+def _near_kink(grid, h, w, align_corners):
+    """(N, H_out, W_out, 2): the coordinates whose pixel position is (nearly) an integer or a half-integer, where the
+    sampled function has a kink and the kernels take a one-sided derivative while the reference takes 0."""
+    ref = _load_test_module("grid_sample_reference.py")
+    near = np.zeros(grid.shape, bool)
+    for axis, size in ((0, w), (1, h)):
+        with np.errstate(all="ignore"):
+            ix, _ = ref.unnormalize(grid[..., axis], size, align_corners)
+            frac = np.abs(2 * ix - np.round(2 * ix))
+        near[..., axis] = ~(frac > 2e-4)
+    return near
+
+
+def check_grid_sample(case, result):
+    ref = _load_test_module("grid_sample_reference.py")
+    opts, dtype = case["options"], np.dtype(case["dtype"])
+    inp, grid, g = case["inputs"]["input"], case["inputs"]["grid"], case["grad_output"]
+    nhwc = opts["layout"] == "NHWC"
+    img = inp.transpose(0, 3, 1, 2) if nhwc else inp  # the reference works in NCHW
+    n, c, h, w = img.shape
+    _expect_dtype(case, result)
+    (out,) = result["outputs"]
+    expected_shape = (n, grid.shape[1], grid.shape[2], c) if nhwc else (n, c, grid.shape[1], grid.shape[2])
+    if out.shape != expected_shape:
+        raise CaseFailure(f"output shape {out.shape}, expected {expected_shape}\n{describe(case)}")
+    out = out.transpose(0, 3, 1, 2) if nhwc else out
+    mode, padding, align = opts["mode"], opts["padding_mode"], opts["align_corners"]
+    ref_grid, checked, zero = grid_semantics(grid, h, w, mode, padding, align)
+    scale = float(np.max(np.abs(img[np.isfinite(img)]), initial=0.0))
+    if np.isfinite(img).all():
+        expected = ref.grid_sample_reference(img, ref_grid, mode, padding, align)
+        expected[np.broadcast_to(zero[:, None], expected.shape)] = 0.0
+        mask = np.broadcast_to(checked[:, None], expected.shape)
+        assert_matches(np.where(mask, out, 0), np.where(mask, expected, 0), dtype, "output", case, scale=2 * scale)
+        if np.isfinite(grid).all():
+            assert_finite({"output": out}, case, "the input and the grid are finite")
+    grads = result["grads"]
+    if not grads:
+        return
+    grad_grid = grads["grid"]
+    finite_points = np.isfinite(grid)
+    tame = (special_kinds(inp) | special_kinds(g)) <= TAME_SPECIALS
+    if tame and (grad_grid[~finite_points] != 0).any() and not (mode == "bicubic" and padding != "zeros"):
+        raise CaseFailure(f"grad grid is not 0 at non-finite grid coordinates: {grad_grid[~finite_points]}\n"
+                          f"{describe(case)}")
+    if tame and checked.all():
+        g_nchw = (g.transpose(0, 3, 1, 2) if nhwc else g).astype(np.float64)
+        g_nchw[np.broadcast_to(zero[:, None], g_nchw.shape)] = 0.0  # points reading 0 pass no gradient
+        with np.errstate(all="ignore"):
+            d_img, d_grid = ref.grid_sample_reference_backward(img, ref_grid, g_nchw, mode, padding, align)
+        d_inp = d_img.transpose(0, 2, 3, 1) if nhwc else d_img
+        g_scale = float(np.max(np.abs(g), initial=0.0))
+        assert_matches(grads["input"], d_inp, dtype, "grad input", case, scale=16 * g_scale)
+        # The grid gradient away from the kinks of the sampled function (integer and half-integer pixel positions).
+        keep = finite_points & ~_near_kink(ref_grid, h, w, align)
+        size_scale = max(h, w) * max(c, 1) * 16
+        assert_matches(np.where(keep, grad_grid, 0), np.where(keep, d_grid, 0), dtype, "grad grid", case,
+                       scale=size_scale * scale * g_scale)
+        assert_finite({"grad input": grads["input"], "grad grid": grad_grid}, case,
+                      "the input, the gradient and the grid's finite points are ordinary numbers")
+
+
 CHECKS = {
     "affine_grid": check_affine_grid,
     "squeeze_excitation": check_squeeze_excitation,
     "scaled_dot_product_attention": check_attention,
+    "grid_sample": check_grid_sample,
 }

@@ -2,19 +2,21 @@
 
 Two kinds of proof, neither needing 8 GB of memory:
 
-* Static: every CUDA kernel file uses no 32-bit integer type at all (indices, sizes and loop counters are
-  ``long long``), and every integer parameter of every kernel is ``long long``, which the launcher only accepts as
-  ``np.int64`` (``launcher.check_args``), so a size can never be truncated on its way in. The Numba kernels name no
-  32-bit integer type (Numba's own indices are 64-bit ``intp``).
+* Static: the CUDA kernel files use no 32-bit integer type for anything but counting the taps of one output pixel
+  (at most 16; indices, sizes, offsets and the other loop counters are ``long long``), and every integer parameter
+  of every kernel is ``long long``, which the launcher only accepts as ``np.int64`` (``launcher.check_args``), so a
+  size can never be truncated on its way in. The Numba kernels name no 32-bit integer type in their code (Numba's
+  own indices are 64-bit ``intp``).
 * Dynamic: kernels that only *read* a big array (squeeze-excitation's squeeze, the affine grid's backward; one per
-  CUDA file, on the host shim) run on inputs of 2^31 + a few thousand float32 elements, which live in a lazily
-  mapped, never-written zero region (``lazy_zeros``: an anonymous ``MAP_NORESERVE`` mapping; untouched pages all
-  share the kernel's zero page, so the 8.6 GB cost no memory). Values planted beyond element 2^31 must come out in
-  the right output element: with 32-bit offsets they would be read from the wrong place (or far out of bounds, a
-  crash: so each runs in its own process), and ``test_a_32_bit_offset_is_caught`` shows that a kernel with such an
-  offset fails the check. Each reads all 8.6 GB (a few seconds), so the kernels that *write* the big array (which
-  would need the memory) and the Numba kernels (whose indices are Numba's 64-bit ``intp`` whatever the code says)
-  rely on the static checks.
+  CUDA file, on the host shim), and grid sampling forward and backward (which touch only the taps; both paths),
+  run on arrays of 2^31 + a few thousand float32 elements, which live in a lazily mapped, never-written zero region
+  (``lazy_zeros``: an anonymous ``MAP_NORESERVE`` mapping; untouched pages all share the kernel's zero page, so the
+  8.6 GB cost no memory). Values planted beyond element 2^31 must come out in the right output element: with 32-bit
+  offsets they would be read from the wrong place (or far out of bounds, a crash: so each runs in its own process),
+  and ``test_a_32_bit_offset_is_caught`` shows that a kernel with such an offset fails the check. A full read of
+  8.6 GB takes a few seconds, so the kernels that *write* the whole big array (which would need the memory) and the
+  other Numba kernels rely on the static checks; on a GPU, ``test_whole_ops_past_2_31_elements_on_the_gpu`` runs
+  whole ops on real arrays.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import re
 import subprocess
 import sys
+import tokenize
 
 import numpy as np
 import pytest
@@ -48,14 +51,26 @@ _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _NARROW_INT = re.compile(r"\b(?:int|short|char|u?int(?:8|16|32)_t)\b|\bunsigned\b(?!\s+long\s+long)")
 
 
+# 32-bit ints are allowed for one thing only: counting the interpolation taps of one output pixel (at most 16, the
+# bicubic 4 x 4), as the loop counters i, j, k and the count K, and as the return value of the functions that fill
+# the tap tables (`*_tap`, `*_taps`). They never enter an offset into a big array: the offsets are long long.
+SMALL_COUNTERS = {"i", "j", "k", "K"}
+_DECLARED = re.compile(r"\b(?:int|short|char|u?int(?:8|16|32)_t|unsigned(?:\s+int)?)\s+(\w+)")
+
+
 def narrow_integer_uses(source: str) -> list[str]:
-    """Each line of ``source`` (comments removed) that names a 32-bit or narrower integer type."""
+    """Each line of ``source`` (comments removed) that names a 32-bit or narrower integer type for anything but a
+    tap counter (``SMALL_COUNTERS``) or a function returning a tap count."""
     code = _COMMENTS.sub(lambda m: "\n" * m.group().count("\n"), source)
     found = []
     for number, line in enumerate(code.splitlines(), 1):
         # "long long int" is a 64-bit type spelled with "int": drop it before looking.
         stripped = re.sub(r"\blong\s+long\s+int\b", "long long", line)
-        if _NARROW_INT.search(stripped):
+        if not _NARROW_INT.search(stripped):
+            continue
+        names = _DECLARED.findall(stripped)
+        allowed = names and all(n in SMALL_COUNTERS or re.fullmatch(r"\w+_taps?", n) for n in names)
+        if not allowed or len(names) != len(_NARROW_INT.findall(stripped)):
             found.append(f"{number}: {line.strip()}")
     return found
 
@@ -67,15 +82,19 @@ def test_the_narrow_integer_scan_finds_what_it_should():
     int bad = 0;
     for (unsigned u = 0; u < n; ++u) {}
     const int32_t c = 1; unsigned int d = 2;
+    for (int k = 0; k < K; ++k) {}
+    __device__ inline int bilinear_taps(scalar_t gx, long long* offset) {
+    const int offset = (int)(plane * hw);
     """
     assert narrow_integer_uses(source) == ["4: int bad = 0;", "5: for (unsigned u = 0; u < n; ++u) {}",
-                                           "6: const int32_t c = 1; unsigned int d = 2;"]
+                                           "6: const int32_t c = 1; unsigned int d = 2;",
+                                           "9: const int offset = (int)(plane * hw);"]
 
 
 def test_there_are_kernel_files_to_check():
     names = {os.path.basename(p) for p in CU_FILES}
-    assert {"affine_grid.cu", "squeeze_excitation.cu"} <= names, names
-    assert {"affine_grid.py", "squeeze_excitation.py"} <= {os.path.basename(p) for p in CPU_FILES}
+    assert {"affine_grid.cu", "squeeze_excitation.cu", "grid_sample.cu"} <= names, names
+    assert {"affine_grid.py", "squeeze_excitation.py", "grid_sample.py"} <= {os.path.basename(p) for p in CPU_FILES}
 
 
 @pytest.mark.parametrize("path", CU_FILES, ids=os.path.basename)
@@ -100,9 +119,10 @@ def test_every_integer_kernel_parameter_is_64_bit(path):
 @pytest.mark.parametrize("path", CPU_FILES, ids=os.path.basename)
 def test_numba_kernels_name_no_32_bit_integer_type(path):
     with open(path, encoding="utf-8") as f:
-        code = "\n".join(line.split("#")[0] for line in f)
-    narrow = re.findall(r"\b(?:np\.)?u?int(?:8|16|32)\b|\bintc\b", code)
-    assert not narrow, f"{os.path.basename(path)} names {sorted(set(narrow))}"
+        tokens = list(tokenize.generate_tokens(f.readline))
+    narrow = [f"{t.start[0]}: {t.line.strip()}" for t in tokens  # code only: comments and strings are skipped
+              if t.type == tokenize.NAME and re.fullmatch(r"u?int(?:8|16|32)|intc|uintc", t.string)]
+    assert not narrow, f"{os.path.basename(path)} names a 32-bit integer type:\n" + "\n".join(narrow)
 
 
 def test_the_launcher_refuses_a_size_that_is_not_int64():
@@ -197,6 +217,39 @@ def affine_grid_backward_body(path):
     # d theta[k] = sum over points of g_k * (x_j, y_i, 1)
     expected = [[5 * xs[3], 5 * ys[h - 1], 5], [2 * xs[w - 1] + xs[1], 2 * ys[h - 1] + ys[0], 3]]
     np.testing.assert_allclose(grad_theta[0], expected, rtol=1e-6)
+
+
+def grid_sample_body(path):
+    # input (1, 1, H, W) with H * W > 2^31: sampling touches only the taps, so both paths run in milliseconds.
+    # align_corners=True puts -1 and +1 exactly on the first and last pixel centres, which float32 represents.
+    from scratchattn.kernels.cpu import grid_sample as codes
+
+    h, w = 2**16 + 1, 2**15
+    inp = lazy_zeros((1, 1, h, w))
+    assert inp.size > BIG
+    inp[0, 0, h - 1, w - 1] = 5.0  # the last element, 2^31 + 2^15 - 1
+    inp[0, 0, h - 1, 0] = 3.0  # element 2^31
+    inp[0, 0, h - 2, w - 1] = 2.0  # element 2^31 - 1
+    grid = np.array([[[[1, 1], [-1, 1], [1, 1 - 2 / (h - 1)]]]], np.float32)
+    for mode in ("nearest", "bilinear"):
+        out = np.full((1, 1, 1, 3), np.nan, np.float32)
+        run_kernel(path, "grid_sample", "grid_sample_forward", inp, grid, out, codes.MODES[mode], codes.ZEROS, True,
+                   False)
+        np.testing.assert_array_equal(out.ravel(), [5.0, 3.0, 2.0], err_msg=mode)
+    # backward: the scatter writes grad_inp at the same far taps; nothing else may change
+    grad_inp = lazy_zeros((1, 1, h, w))
+    grad_grid = np.full(grid.shape, np.nan, np.float32)
+    grad_out = np.array([[[[1.0, 10.0, 100.0]]]], np.float32)
+    run_kernel(path, "grid_sample", "grid_sample_backward", grad_out, inp, grid, grad_inp, grad_grid,
+               codes.NEAREST, codes.ZEROS, True, False)
+    assert (grad_inp[0, 0, h - 1, w - 1], grad_inp[0, 0, h - 1, 0], grad_inp[0, 0, h - 2, w - 1]) == (1, 10, 100)
+    assert np.count_nonzero(grad_inp[0, 0, h - 3:]) == 3 and np.count_nonzero(grad_inp[0, 0, :8]) == 0
+    np.testing.assert_array_equal(grad_grid, 0)  # nearest: no gradient for the grid
+
+
+@pytest.mark.parametrize("path", ["numba", "cuda-host"])
+def test_grid_sample_past_2_31_elements(path):
+    run_isolated("grid_sample_body", path)
 
 
 @pytest.mark.parametrize("path", ["cuda-host"])

@@ -39,6 +39,7 @@ THETA = f32(2, 2, 3)
 X4 = f32(2, 4, 3, 3)
 W1, B1, W2, B2 = f32(2, 4), f32(2), f32(4, 2), f32(4)
 Q = f32(2, 5, 4)
+IMG, GRID = f32(2, 3, 4, 5), f32(2, 3, 3, 2)
 
 # =================================================================================================================
 # bad calls: (id, call, exception, regex the message must match)
@@ -126,6 +127,45 @@ BAD_CALLS = [
      r"scale must be a real number or None; got 'a'"),
     ("attention scale bool", lambda: F.scaled_dot_product_attention(Q, Q, Q, scale=True), TypeError,
      r"scale must be a real number or None; got True"),
+    # -- grid_sample ----------------------------------------------------------------------------------------------
+    ("grid_sample input int", lambda: F.grid_sample(IMG.astype(np.int32), GRID), TypeError,
+     r"input must be float32 or float64; got dtype int32"),
+    ("grid_sample input list", lambda: F.grid_sample(IMG.tolist(), GRID), TypeError,
+     r"input must be a Tensor of shape \(N, C, H_in, W_in\); got list"),
+    ("grid_sample dtypes", lambda: F.grid_sample(IMG, GRID.astype(np.float64)), TypeError,
+     r"input and grid must have the same dtype; got input float32 and grid float64"),
+    ("grid_sample grid last dim 3", lambda: F.grid_sample(IMG, f32(2, 3, 3, 3)), ValueError,
+     r"grid must have shape \(N, H_out, W_out, 2\); got shape \(2, 3, 3, 3\)"),
+    ("grid_sample grid 3-D", lambda: F.grid_sample(IMG, f32(2, 3, 2)), ValueError,
+     r"grid must have shape \(N, H_out, W_out, 2\); got shape \(2, 3, 2\)"),
+    ("grid_sample batch", lambda: F.grid_sample(IMG, f32(3, 3, 3, 2)), ValueError,
+     r"grid and input must have the same batch size N; got input \(2, 3, 4, 5\) and grid \(3, 3, 3, 2\)"),
+    ("grid_sample mode", lambda: F.grid_sample(IMG, GRID, mode="area"), ValueError,
+     r"mode must be one of 'bilinear', 'nearest', 'bicubic'; got 'area'"),
+    ("grid_sample padding", lambda: F.grid_sample(IMG, GRID, padding_mode="wrap"), ValueError,
+     r"padding_mode must be one of 'zeros', 'border', 'reflection'; got 'wrap'"),
+    ("grid_sample layout", lambda: F.grid_sample(IMG, GRID, layout="NCWH"), ValueError,
+     r"layout must be one of 'NCHW', 'NHWC'; got 'NCWH'"),
+    ("grid_sample align_corners", lambda: F.grid_sample(IMG, GRID, align_corners=1), TypeError,
+     r"align_corners must be a bool; got 1"),
+    ("grid_sample input 3-D", lambda: F.grid_sample(IMG[0], GRID), ValueError,
+     r"input must be 4-D \(N, C, H_in, W_in\) for layout 'NCHW'; got shape \(3, 4, 5\)"),
+    ("grid_sample input 5-D", lambda: F.grid_sample(IMG[None], GRID), NotImplementedError,
+     r"3-D \(volumetric\) sampling of a 5-D input is not implemented"),
+    ("grid_sample H = 0", lambda: F.grid_sample(f32(2, 3, 0, 5), GRID), ValueError,
+     r"input must have non-empty spatial dimensions H_in, W_in; got input shape \(2, 3, 0, 5\)"),
+    ("grid_sample NHWC rank", lambda: F.grid_sample(f32(2, 4, 5), GRID, layout="NHWC"), ValueError,
+     r"input must be 4-D \(N, H_in, W_in, C\) for layout 'NHWC'"),
+    ("SpatialTransformer localization", lambda: nn.SpatialTransformer("x"), TypeError,
+     r"localization must be an nn.Module; got str"),
+    ("SpatialTransformer mode", lambda: nn.SpatialTransformer(nn.Linear(4, 6), mode="area"), ValueError,
+     r"mode must be one of \('bilinear', 'nearest', 'bicubic'\); got 'area'"),
+    ("SpatialTransformer out_size", lambda: nn.SpatialTransformer(nn.Linear(4, 6), out_size=(0, 3)), ValueError,
+     r"out_size must be None or \(H_out, W_out\), two positive ints; got \(0, 3\)"),
+    ("SpatialTransformer theta size", lambda: nn.SpatialTransformer(nn.Sequential(nn.Flatten(), nn.Linear(16, 5))),
+     ValueError, r"the last nn.Linear of localization must have 6 outputs .*got weight of shape \(5, 16\)"),
+    ("SpatialTransformer input rank", lambda: nn.SpatialTransformer(nn.Linear(4, 6))(sa.tensor(f32(1, 4, 4))),
+     ValueError, r"SpatialTransformer: input must have shape \(N, C, H, W\); got shape \(1, 4, 4\)"),
     # -- generic ops ----------------------------------------------------------------------------------------------
     ("relu int", lambda: F.relu(np.arange(3)), TypeError,
      r"relu: input must be a floating-point tensor; got dtype int64"),
@@ -303,6 +343,10 @@ def _batch_norm(x, w, b):
 
 # (id, fn, input arrays (float64), indices of the differentiable inputs)
 HEADLINE_LAYOUT_CASES = [
+    ("grid_sample bilinear", lambda x, g: F.grid_sample(x, g), [f64(2, 3, 4, 5), 0.8 * f64(2, 3, 4, 2)], {0, 1}),
+    ("grid_sample bicubic NHWC reflection", lambda x, g: F.grid_sample(x, g, mode="bicubic", padding_mode="reflection",
+                                                                        layout="NHWC"),
+     [f64(2, 4, 5, 3), 1.3 * f64(2, 3, 4, 2)], {0, 1}),
     ("affine_grid", lambda t: F.affine_grid(t, (2, 1, 4, 5), align_corners=False), [f64(2, 2, 3)], {0}),
     ("squeeze_excitation NCHW", _se("NCHW"), [f64(2, 4, 3, 5), f64(2, 4), f64(2), f64(4, 2), f64(4)], {0, 1, 2, 3, 4}),
     ("squeeze_excitation NHWC", _se("NHWC"), [f64(2, 3, 5, 4), f64(2, 4), f64(2), f64(4, 2), f64(4)], {0, 1, 2, 3, 4}),
@@ -402,6 +446,10 @@ EMPTY_BATCH_CASES = [
     ("pad", lambda x: F.pad(x, (1, 1), mode="reflect"), [f64(0, 3, 4)], (0, 3, 6)),
     ("cat", lambda a, b: F.cat([a, b]), [f64(0, 3), f64(0, 3)], (0, 3)),
     ("max over H, W", lambda x: F.max(x, dim=(2, 3)), [f64(0, 3, 2, 2)], (0, 3)),
+    ("grid_sample N = 0", lambda x, g: F.grid_sample(x, g), [f64(0, 3, 4, 5), f64(0, 2, 3, 2)], (0, 3, 2, 3)),
+    ("grid_sample C = 0", lambda x, g: F.grid_sample(x, g), [f64(2, 0, 4, 5), f64(2, 2, 3, 2)], (2, 0, 2, 3)),
+    ("grid_sample H_out = 0", lambda x, g: F.grid_sample(x, g, mode="bicubic"), [f64(2, 3, 4, 5), f64(2, 0, 3, 2)],
+     (2, 3, 0, 3)),
 ]
 
 
@@ -440,8 +488,9 @@ def test_mean_loss_of_an_empty_batch_is_nan_as_in_pytorch(loss, target):
     lambda: (nn.ECA(16), (0, 16, 3, 3)),
     lambda: (nn.scSE(16), (0, 16, 3, 3)),
     lambda: (models.se_resnet20().eval(), (0, 3, 32, 32)),
+    lambda: (nn.SpatialTransformer(nn.Sequential(nn.Flatten(), nn.Linear(16, 6))), (0, 1, 4, 4)),
 ], ids=["Linear", "Conv2d", "Flatten", "MultiheadSelfAttention", "SelfAttention2d", "NonLocalBlock (eval)", "TinyViT",
-        "SEBlock", "CBAM", "ECA", "scSE", "se_resnet20 (eval)"])
+        "SEBlock", "CBAM", "ECA", "scSE", "se_resnet20 (eval)", "SpatialTransformer"])
 def test_modules_take_an_empty_batch(make):
     module, shape = make()
     x = sa.tensor(np.zeros(shape, np.float32), requires_grad=True)
@@ -463,6 +512,7 @@ MIXED_DEVICE_CALLS = [
     ("linear", lambda g: F.linear(g(f32(3, 4)), f32(2, 4)), r"all inputs must be on one device"),
     ("Linear module", lambda g: nn.Linear(4, 2)(g(f32(3, 4))), r"all inputs must be on one device"),
     ("add", lambda g: g(f32(3)) + sa.tensor(f32(3)), r"all inputs must be on one device"),
+    ("grid_sample", lambda g: F.grid_sample(g(IMG), GRID), r"input and grid must be on the same device"),
 ]
 
 

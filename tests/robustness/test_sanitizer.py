@@ -23,7 +23,7 @@ import _robust_fuzz as fuzz
 import pytest
 
 CASES = int(os.environ.get("SCRATCHATTN_SANITIZE_CASES", "40"))
-SANITIZED_OPS = ["affine_grid", "squeeze_excitation"]  # the ops with CUDA kernels (attention has none)
+SANITIZED_OPS = ["affine_grid", "grid_sample", "squeeze_excitation"]  # the ops with CUDA kernels (attention has none)
 
 
 @pytest.fixture(scope="module")
