@@ -278,10 +278,13 @@ def memory_markdown(results: dict) -> str:
 
 
 def results_filename(results: dict) -> str:
-    """``<machine>-<date>.json``; ``-quick`` or ``-partial`` is appended for runs that are not full."""
-    date = results["meta"]["date"].split(" ")[0]
-    suffix = "-quick" if results.get("quick") else "-partial" if results.get("partial") else ""
-    return f"{results['meta']['machine']}-{date}{suffix}.json"
+    """``<machine>-<date>.json`` for a full run (the day's last full run replaces earlier ones); runs that are not
+    full add their UTC time and ``quick`` or ``partial``, so they never overwrite a full run or each other."""
+    date, clock = results["meta"]["date"].split(" ")[:2]
+    if results.get("quick") or results.get("partial"):
+        kind = "quick" if results.get("quick") else "partial"
+        return f"{results['meta']['machine']}-{date}-{clock.replace(':', '')}-{kind}.json"
+    return f"{results['meta']['machine']}-{date}.json"
 
 
 def write_json(results: dict, folder: str) -> str:
