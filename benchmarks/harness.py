@@ -253,6 +253,21 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def git_state() -> dict | None:
+    """The commit measured, and the library files that differed from it (the benchmark times the working tree)."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--", "scratchattn"], cwd=repo, capture_output=True,
+                                text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "uncommitted": [line[3:] for line in status]} if head else None
+
+
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_NUM_THREADS",
                    "NUMBA_THREADING_LAYER", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "SCRATCHATTN_KERNELS")
 
@@ -273,6 +288,7 @@ def machine_info(gpu_name: str | None = None, torch=None) -> dict:
         "torch": getattr(torch, "__version__", None),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+    info["git"] = git_state()
     # The settings of the thread pools that a user might have changed: results depend on them.
     info["environment"] = {k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ}
     if gpu_name:

@@ -154,6 +154,11 @@ def describe_setup(results: dict) -> str:
              + (" (**noisy**: other jobs were competing for the cores)" if results.get("noisy") else ""),
              f"- versions: Python {meta['python']}, NumPy {meta['numpy']}, Numba {meta['numba']}, "
              f"PyTorch {meta['torch'] or 'not installed'}" + (f", CuPy {meta['cupy']}" if meta.get("cupy") else "")]
+    git = meta.get("git")
+    if git:
+        lines.append(f"- code: commit `{git['commit']}`" + (
+            f" plus uncommitted changes to {', '.join(f'`{f}`' for f in git['uncommitted'])}"
+            if git["uncommitted"] else ""))
     if results["kind"] == "cpu":
         th = results["threads"]
         lines.append(f"- threads: {th['threads']} for both libraries (numba.set_num_threads -> {th['numba_threads']}, "
