@@ -14,7 +14,7 @@ Taps. Every mode is a weighted sum over a few input pixels, the *taps* of the ou
 
 bilinear has 4 taps (the surrounding pixels), nearest 1, bicubic 16 (a 4 x 4 block, the padding applied to each).
 The modes differ only in how they choose taps and weights (``bilinear_taps``, ``nearest_tap``,
-``bicubic_axis_taps``), so the backward is one formula for all of them:
+``bicubic_taps``), so the backward is one formula for all of them:
 
     dL/dinp[n, c, tap_k] += weight_k * g[n, c, h, w]                (a scatter)
     dL/dgrid[n, h, w, 0]  = sum_k dweight_k/dx * sum_c g[n, c, h, w] * inp[n, c, tap_k]     (likewise for y)
@@ -47,7 +47,7 @@ float32 arithmetic to float64 at the first Python literal: float32 data is compu
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit, prange, set_num_threads
 
 # Integer codes of the string options; the CUDA twin uses the same numbers.
 BILINEAR, NEAREST, BICUBIC = 0, 1, 2
@@ -60,6 +60,9 @@ CUBIC_A = -0.75
 
 # Work items per thread: more chunks than threads evens out the load, and each chunk allocates its tap table once.
 CHUNKS_PER_THREAD = 4
+# Below this many (output element x tap) products a call runs on one thread: waking the thread pool costs tens of
+# microseconds (milliseconds when the cores are busy with other work), more than such a call takes.
+SERIAL_WORK = 1 << 15
 
 
 # =================================================================================================================
@@ -205,15 +208,21 @@ def cubic_weight_slope(t, frac, i):
     return -cubic_far_slope(t, t(2) - frac)
 
 
+# Pixels per tap table. A compile-time constant, so that LLVM can see that the rows of a table do not overlap:
+# with it the coordinate loop of bilinear sampling vectorises.
+BLOCK = 256
+
+
 # =================================================================================================================
 # the taps of one output pixel, per mode
 # =================================================================================================================
 #
-# Each function returns, for the output pixel whose grid point is (gx, gy), a tuple over its taps of: offset
-# (y * W + x, or -1 outside the image), weight, and the weight's derivatives with respect to the two grid
-# coordinates, dweight_dx and dweight_dy, the chain through unnormalize and padding included. They return values
-# instead of writing into arrays because Numba reference-counts arrays passed down through inlined functions,
-# and those calls in the loop over pixels would stop it from vectorising.
+# For the output pixel whose grid point is (gx, gy), each function gives, per tap: its offset (y * W + x, or -1
+# outside the image), its weight, and the weight's derivatives with respect to the two grid coordinates,
+# dweight_dx and dweight_dy, the chain through unnormalize and padding included. A tap table holds them for BLOCK
+# pixels: tap k of the block's pixel p at index k * BLOCK + p. Bilinear and nearest return tuples that their loop
+# stores, rather than writing into the tables: Numba reference-counts arrays passed down through inlined
+# functions, and those calls in the loop over pixels would stop LLVM from vectorising it.
 
 
 @njit(inline="always")
@@ -270,21 +279,29 @@ def axis_index(t, coord, size, padding_mode, align_corners):
 
 
 @njit(inline="always")
-def bicubic_axis_taps(t, coord, size, padding_mode, align_corners):
-    """The four taps along one axis of bicubic sampling at the unpadded pixel coordinate ``coord``: the indices
-    pad(x0 - 1), ..., pad(x0 + 2) (-1 outside the image) for x0 = floor(coord), and frac = coord - x0. The padding
-    moves whole tap indices, which are integers: it has no derivative."""
-    x0f = np.floor(coord)
-    indices = (axis_index(t, x0f - t(1), size, padding_mode, align_corners),
-               axis_index(t, x0f, size, padding_mode, align_corners),
-               axis_index(t, x0f + t(1), size, padding_mode, align_corners),
-               axis_index(t, x0f + t(2), size, padding_mode, align_corners))
-    return indices, coord - x0f
-
-
-# Pixels per tap table. A compile-time constant, so that LLVM can see that the rows of a table do not overlap:
-# with it the coordinate loop of bilinear sampling vectorises.
-BLOCK = 256
+def bicubic_taps(t, gx, gy, H, W, padding_mode, align_corners, p, offset, weight, dweight_dx, dweight_dy):
+    """The 4 x 4 taps (pad(y0 - 1 + j), pad(x0 - 1 + i)) around the *unpadded* (ix, iy), x0 = floor(ix), with
+    weights cubic_weight(fy, j) * cubic_weight(fx, i) for the fractions fx = ix - x0, fy = iy - y0, written into
+    column p of the tables (rows k = 4 j + i). The padding moves whole tap indices, which are integers: it has no
+    derivative; only unnormalize has. (Not vectorised, unlike the other modes: the 16 taps are written in place.)"""
+    ix, dix = unnormalize(t, gx, W, align_corners)
+    iy, diy = unnormalize(t, gy, H, align_corners)
+    x0f = np.floor(ix)
+    y0f = np.floor(iy)
+    fx = ix - x0f
+    fy = iy - y0f
+    for j in range(4):
+        y = axis_index(t, y0f + t(j - 1), H, padding_mode, align_corners)
+        wy = cubic_weight(t, fy, j)
+        dwy = cubic_weight_slope(t, fy, j) * diy
+        for i in range(4):
+            x = axis_index(t, x0f + t(i - 1), W, padding_mode, align_corners)
+            wx = cubic_weight(t, fx, i)
+            k = (4 * j + i) * BLOCK + p
+            offset[k] = y * W + x if y >= 0 and x >= 0 else -1
+            weight[k] = wy * wx
+            dweight_dx[k] = wy * cubic_weight_slope(t, fx, i) * dix
+            dweight_dy[k] = dwy * wx
 
 
 @njit(inline="always")
@@ -350,17 +367,8 @@ def plan_block(grid_block, count, H, W, mode, padding_mode, align_corners, offse
                          dweight_dy)
     else:
         for p in range(count):
-            ix, dix = unnormalize(t, grid_block[2 * p], W, align_corners)
-            iy, diy = unnormalize(t, grid_block[2 * p + 1], H, align_corners)
-            xs, fx = bicubic_axis_taps(t, ix, W, padding_mode, align_corners)
-            ys, fy = bicubic_axis_taps(t, iy, H, padding_mode, align_corners)
-            for j in range(4):
-                for i in range(4):
-                    k = (4 * j + i) * BLOCK + p
-                    offset[k] = ys[j] * W + xs[i] if ys[j] >= 0 and xs[i] >= 0 else -1
-                    weight[k] = cubic_weight(t, fy, j) * cubic_weight(t, fx, i)
-                    dweight_dx[k] = cubic_weight(t, fy, j) * cubic_weight_slope(t, fx, i) * dix
-                    dweight_dy[k] = cubic_weight_slope(t, fy, j) * cubic_weight(t, fx, i) * diy
+            bicubic_taps(t, grid_block[2 * p], grid_block[2 * p + 1], H, W, padding_mode, align_corners, p, offset,
+                         weight, dweight_dx, dweight_dy)
 
 
 # =================================================================================================================
@@ -658,16 +666,30 @@ def _sizes(inp, grid, channels_last):
     return N, C, H, W, grid.shape[1], grid.shape[2]
 
 
+def _launch(kernel, work, *args):
+    """Call ``kernel(*args, n_chunks)`` on all threads, or on one for a small ``work``."""
+    threads = get_num_threads()
+    if work >= SERIAL_WORK or threads == 1:
+        kernel(*args, CHUNKS_PER_THREAD * threads)
+        return
+    set_num_threads(1)
+    try:
+        kernel(*args, 1)
+    finally:
+        set_num_threads(threads)
+
+
 def grid_sample_forward(inp, grid, out, mode, padding_mode, align_corners, channels_last):
     """Sample ``inp`` at ``grid`` into the preallocated ``out``.
 
     inp (N, C, H, W), or (N, H, W, C) when ``channels_last``; grid (N, H_out, W_out, 2); out (N, C, H_out, W_out)
-    or (N, H_out, W_out, C). All C-contiguous and of one float dtype, C >= 1, H, W >= 1; ``mode`` and
-    ``padding_mode`` are the integer codes above.
+    or (N, H_out, W_out, C). All C-contiguous and of one float dtype, H, W >= 1; ``mode`` and ``padding_mode`` are
+    the integer codes above.
     """
-    grid_sample_forward_kernel(inp.reshape(-1), grid.reshape(-1), out.reshape(-1),
-                               *_sizes(inp, grid, channels_last), mode, padding_mode, bool(align_corners),
-                               bool(channels_last), CHUNKS_PER_THREAD * get_num_threads())
+    sizes = _sizes(inp, grid, channels_last)
+    work = out.size * n_taps.py_func(mode) + grid.size
+    _launch(grid_sample_forward_kernel, work, inp.reshape(-1), grid.reshape(-1), out.reshape(-1), *sizes, mode,
+            padding_mode, bool(align_corners), bool(channels_last))
 
 
 def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding_mode, align_corners,
@@ -679,7 +701,7 @@ def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding
     # An output that is not needed becomes an empty placeholder, which the kernel never touches.
     grad_inp = grad_inp.reshape(-1) if need_grad_inp else np.empty(0, inp.dtype)
     grad_grid = grad_grid.reshape(-1) if need_grad_grid else np.empty(0, grid.dtype)
-    grid_sample_backward_kernel(grad_out.reshape(-1), inp.reshape(-1), grid.reshape(-1), grad_inp, grad_grid,
-                                *_sizes(inp, grid, channels_last), mode, padding_mode, bool(align_corners),
-                                bool(channels_last), need_grad_inp, need_grad_grid,
-                                CHUNKS_PER_THREAD * get_num_threads())
+    work = grad_out.size * n_taps.py_func(mode) + grid.size
+    _launch(grid_sample_backward_kernel, work, grad_out.reshape(-1), inp.reshape(-1), grid.reshape(-1), grad_inp,
+            grad_grid, *_sizes(inp, grid, channels_last), mode, padding_mode, bool(align_corners),
+            bool(channels_last), need_grad_inp, need_grad_grid)

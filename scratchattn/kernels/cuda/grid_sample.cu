@@ -214,37 +214,37 @@ __device__ inline int nearest_tap(scalar_t gx, scalar_t gy, long long H, long lo
     return 1;
 }
 
-// The four taps along one axis at the unpadded pixel coordinate `coord`: indices[i] = pad(x0 - 1 + i), -1 outside
-// the image, for x0 = floor(coord); returns frac = coord - x0. The padding moves whole (integer) tap indices: no
-// derivative.
-__device__ inline scalar_t bicubic_axis_taps(scalar_t coord, long long size, long long padding_mode,
-                                             bool align_corners, long long* indices) {
-    const scalar_t x0f = floor(coord);
+// The index of the integer-valued tap coordinate `coord` after padding, or -1 when it lies outside the axis.
+__device__ inline long long axis_index(scalar_t coord, long long size, long long padding_mode, bool align_corners) {
     scalar_t unused;
-    for (int i = 0; i < 4; ++i) {
-        indices[i] = pixel_index(pad_coordinate(x0f + (scalar_t)(i - 1), size, padding_mode, align_corners, &unused),
-                                 size);
-    }
-    return coord - x0f;
+    return pixel_index(pad_coordinate(coord, size, padding_mode, align_corners, &unused), size);
 }
 
-// The 4 x 4 taps (pad(y0 - 1 + j), pad(x0 - 1 + i)) with weights cubic_weight(fy, j) * cubic_weight(fx, i).
+// The 4 x 4 taps (pad(y0 - 1 + j), pad(x0 - 1 + i)) around the *unpadded* (ix, iy), x0 = floor(ix), with weights
+// cubic_weight(fy, j) * cubic_weight(fx, i) for the fractions fx = ix - x0, fy = iy - y0; tap k = 4 j + i. The
+// padding moves whole tap indices, which are integers: it has no derivative; only unnormalize has.
 __device__ inline int bicubic_taps(scalar_t gx, scalar_t gy, long long H, long long W, long long padding_mode,
                                    bool align_corners, long long* offset, scalar_t* weight, scalar_t* dweight_dx,
                                    scalar_t* dweight_dy) {
     scalar_t dix, diy;
     const scalar_t ix = unnormalize(gx, W, align_corners, &dix);
     const scalar_t iy = unnormalize(gy, H, align_corners, &diy);
-    long long xs[4], ys[4];
-    const scalar_t fx = bicubic_axis_taps(ix, W, padding_mode, align_corners, xs);
-    const scalar_t fy = bicubic_axis_taps(iy, H, padding_mode, align_corners, ys);
+    const scalar_t x0f = floor(ix);
+    const scalar_t y0f = floor(iy);
+    const scalar_t fx = ix - x0f;
+    const scalar_t fy = iy - y0f;
     for (int j = 0; j < 4; ++j) {
+        const long long y = axis_index(y0f + (scalar_t)(j - 1), H, padding_mode, align_corners);
+        const scalar_t wy = cubic_weight(fy, j);
+        const scalar_t dwy = cubic_weight_slope(fy, j) * diy;
         for (int i = 0; i < 4; ++i) {
+            const long long x = axis_index(x0f + (scalar_t)(i - 1), W, padding_mode, align_corners);
+            const scalar_t wx = cubic_weight(fx, i);
             const int k = 4 * j + i;
-            offset[k] = tap_offset(ys[j], xs[i], W);
-            weight[k] = cubic_weight(fy, j) * cubic_weight(fx, i);
-            dweight_dx[k] = cubic_weight(fy, j) * cubic_weight_slope(fx, i) * dix;
-            dweight_dy[k] = cubic_weight_slope(fy, j) * cubic_weight(fx, i) * diy;
+            offset[k] = tap_offset(y, x, W);
+            weight[k] = wy * wx;
+            dweight_dx[k] = wy * cubic_weight_slope(fx, i) * dix;
+            dweight_dy[k] = dwy * wx;
         }
     }
     return 16;
