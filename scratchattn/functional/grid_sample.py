@@ -129,12 +129,15 @@ def grid_sample(input, grid, mode: str = "bilinear", padding_mode: str = "zeros"
         Tensor (N, C, H_out, W_out) ("NCHW") or (N, H_out, W_out, C) ("NHWC"), differentiable w.r.t. both
         ``input`` and ``grid``. Formulas: :class:`GridSample`; derivation: ``docs/derivations.md``, "Grid sampling".
 
-    Non-finite and huge grid points never read or write out of bounds. They follow PyTorch where PyTorch's
-    kernels agree: NaN becomes 0 under "border" and "reflection" (it samples the first row or column), +-Inf and
-    1e30 clip to the edge under "border"; under "zeros" every point farther than a pixel outside the image, NaN
-    and +-Inf included, gives 0 (for bicubic PyTorch gives NaN at NaN or Inf points; here they give 0 too). The
-    gradients there are 0. "reflection" of a huge finite coordinate folds it exactly (fmod), so it may differ from
-    PyTorch, whose float32 reflection of such values is rounding noise.
+    Non-finite and huge grid points never read or write out of bounds; what they give (tested):
+
+    * "zeros": a point farther than a pixel outside the image, NaN and +-Inf included, gives 0 in every mode, and
+      its gradients are 0. (PyTorch's CUDA kernels give 0 too; its CPU kernels give NaN for NaN and Inf.)
+    * "border", "reflection" with bilinear or nearest: as PyTorch, NaN samples the first pixel of its axis; +-Inf
+      and +-1e30 clip to the edge pixels ("border"); +-Inf reflect to NaN, hence the first pixel ("reflection"),
+      and a huge finite value is folded into the image exactly (fmod). The gradient of a clipped coordinate is 0.
+    * "border", "reflection" with bicubic: the weights are polynomials in ix - floor(ix), which is NaN for NaN and
+      +-Inf, so the output is NaN there, as in PyTorch.
 
     Example::
 
