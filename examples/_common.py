@@ -86,6 +86,10 @@ def build_parser(example: str, description: str, epochs: int, batch_size: int, l
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--smoke", action="store_true", help="a few batches of everything, in seconds (for the tests)")
     p.add_argument("--eval-every", type=int, default=5, help="score the test set every this many epochs (and last)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for the Numba kernels and BLAS; 0 leaves the libraries' defaults (all cores). "
+                        "One is the default because on a small machine that is busy with anything else, two thread "
+                        "pools (Numba's and OpenBLAS's) spinning against each other made training 8-25x slower")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--stop-after", type=int, default=None, metavar="K",
                    help="stop (as if interrupted) after epoch K; --resume continues")
@@ -108,7 +112,23 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit(f"--train-limit must be >= 1; got {args.train_limit}")
     if args.device == "cuda" and not backend.cuda_is_available():
         raise SystemExit(f"--device cuda: {backend.cuda_unavailable_reason()}")
+    if args.resume and not os.path.isfile(os.path.join(args.out, CHECKPOINT_NAME)):
+        raise SystemExit(f"--resume: no checkpoint at {os.path.join(args.out, CHECKPOINT_NAME)}; run without "
+                         "--resume first")
+    if args.threads < 0:
+        raise SystemExit(f"--threads must be >= 0; got {args.threads}")
+    if args.threads > 0:
+        limit_threads(args.threads)
     return args
+
+
+def limit_threads(n: int) -> None:
+    """Run the CPU work of this process on ``n`` threads: Numba's parallel kernels and the BLAS behind matmul."""
+    import numba
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn, so present with the examples extra
+
+    threadpool_limits(limits=n)  # as a plain call (not a with-block) the limit stays for the whole process
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 # =================================================================================================================
