@@ -32,7 +32,6 @@
 #define ZEROS 0
 #define BORDER 1
 #define REFLECTION 2
-#define MAX_TAPS 16
 #define CUBIC_A ((scalar_t)-0.75)
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -152,13 +151,13 @@ __device__ inline scalar_t cubic_weight_slope(scalar_t frac, int i) {
 }
 
 // ------------------------------------------------------------------------------------------------------------------
-// the taps of one output pixel, per mode; gx, gy are its grid coordinates. Each returns the number of taps K and fills
-// offset[k], weight[k], dweight_dx[k], dweight_dy[k] for k < K.
+// the taps of one output pixel, per mode; gx, gy are its grid coordinates. Each fills offset[k], weight[k],
+// dweight_dx[k], dweight_dy[k] for its K taps (4, 1, 16).
 // ------------------------------------------------------------------------------------------------------------------
 
 // The corners (y0, x0), (y0, x1), (y1, x0), (y1, x1) around (ix, iy), x0 = floor(ix), x1 = x0 + 1 (likewise y), with
 // weights (1-wx)(1-wy), wx(1-wy), (1-wx)wy, wx wy for wx = ix - x0, wy = iy - y0.
-__device__ inline int bilinear_taps(scalar_t gx, scalar_t gy, long long H, long long W, long long padding_mode,
+__device__ inline void bilinear_taps(scalar_t gx, scalar_t gy, long long H, long long W, long long padding_mode,
                                     bool align_corners, long long* offset, scalar_t* weight, scalar_t* dweight_dx,
                                     scalar_t* dweight_dy) {
     scalar_t dix, diy, pad_slope;
@@ -194,12 +193,11 @@ __device__ inline int bilinear_taps(scalar_t gx, scalar_t gy, long long H, long 
     dweight_dy[1] = -wx * diy;
     dweight_dy[2] = (one - wx) * diy;
     dweight_dy[3] = wx * diy;
-    return 4;
 }
 
 // The pixel (rint(iy), rint(ix)), halves rounded to even (nearbyint in the default rounding mode), weight 1. The
 // output is piecewise constant in the grid: the derivatives are 0.
-__device__ inline int nearest_tap(scalar_t gx, scalar_t gy, long long H, long long W, long long padding_mode,
+__device__ inline void nearest_tap(scalar_t gx, scalar_t gy, long long H, long long W, long long padding_mode,
                                   bool align_corners, long long* offset, scalar_t* weight, scalar_t* dweight_dx,
                                   scalar_t* dweight_dy) {
     scalar_t unused;
@@ -211,7 +209,6 @@ __device__ inline int nearest_tap(scalar_t gx, scalar_t gy, long long H, long lo
     weight[0] = (scalar_t)1;
     dweight_dx[0] = (scalar_t)0;
     dweight_dy[0] = (scalar_t)0;
-    return 1;
 }
 
 // The index of the integer-valued tap coordinate `coord` after padding, or -1 when it lies outside the axis.
@@ -223,7 +220,7 @@ __device__ inline long long axis_index(scalar_t coord, long long size, long long
 // The 4 x 4 taps (pad(y0 - 1 + j), pad(x0 - 1 + i)) around the *unpadded* (ix, iy), x0 = floor(ix), with weights
 // cubic_weight(fy, j) * cubic_weight(fx, i) for the fractions fx = ix - x0, fy = iy - y0; tap k = 4 j + i. The
 // padding moves whole tap indices, which are integers: it has no derivative; only unnormalize has.
-__device__ inline int bicubic_taps(scalar_t gx, scalar_t gy, long long H, long long W, long long padding_mode,
+__device__ inline void bicubic_taps(scalar_t gx, scalar_t gy, long long H, long long W, long long padding_mode,
                                    bool align_corners, long long* offset, scalar_t* weight, scalar_t* dweight_dx,
                                    scalar_t* dweight_dy) {
     scalar_t dix, diy;
@@ -233,10 +230,12 @@ __device__ inline int bicubic_taps(scalar_t gx, scalar_t gy, long long H, long l
     const scalar_t y0f = floor(iy);
     const scalar_t fx = ix - x0f;
     const scalar_t fy = iy - y0f;
+#pragma unroll
     for (int j = 0; j < 4; ++j) {
         const long long y = axis_index(y0f + (scalar_t)(j - 1), H, padding_mode, align_corners);
         const scalar_t wy = cubic_weight(fy, j);
         const scalar_t dwy = cubic_weight_slope(fy, j) * diy;
+#pragma unroll
         for (int i = 0; i < 4; ++i) {
             const long long x = axis_index(x0f + (scalar_t)(i - 1), W, padding_mode, align_corners);
             const scalar_t wx = cubic_weight(fx, i);
@@ -247,27 +246,36 @@ __device__ inline int bicubic_taps(scalar_t gx, scalar_t gy, long long H, long l
             dweight_dy[k] = dwy * wx;
         }
     }
-    return 16;
 }
 
-__device__ inline int pixel_taps(scalar_t gx, scalar_t gy, long long H, long long W, long long mode,
-                                 long long padding_mode, bool align_corners, long long* offset, scalar_t* weight,
-                                 scalar_t* dweight_dx, scalar_t* dweight_dy) {
-    if (mode == BILINEAR)
-        return bilinear_taps(gx, gy, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy);
-    if (mode == NEAREST)
-        return nearest_tap(gx, gy, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy);
-    return bicubic_taps(gx, gy, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy);
+// The number of taps of a mode, and the taps of one pixel for a mode known at compile time: with MODE a template
+// parameter every tap index below is a constant, so the small tap arrays live in registers, not in local memory.
+template <int MODE>
+struct Mode {
+    static constexpr int K = MODE == BILINEAR ? 4 : (MODE == NEAREST ? 1 : 16);
+};
+
+template <int MODE>
+__device__ inline void pixel_taps(scalar_t gx, scalar_t gy, long long H, long long W, long long padding_mode,
+                                  bool align_corners, long long* offset, scalar_t* weight, scalar_t* dweight_dx,
+                                  scalar_t* dweight_dy) {
+    if constexpr (MODE == BILINEAR)
+        bilinear_taps(gx, gy, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy);
+    else if constexpr (MODE == NEAREST)
+        nearest_tap(gx, gy, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy);
+    else
+        bicubic_taps(gx, gy, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy);
 }
 
 // ------------------------------------------------------------------------------------------------------------------
 // forward: one thread per output pixel (n, h, w), looping over the channels
 // ------------------------------------------------------------------------------------------------------------------
 
-extern "C" __global__ void grid_sample_forward(const scalar_t* inp, const scalar_t* grid, scalar_t* out, long long N,
-                                               long long C, long long H, long long W, long long H_out,
-                                               long long W_out, long long mode, long long padding_mode,
-                                               long long align_corners, long long channels_last) {
+template <int MODE>
+__device__ inline void forward_pixels(const scalar_t* inp, const scalar_t* grid, scalar_t* out, long long N,
+                                      long long C, long long H, long long W, long long H_out, long long W_out,
+                                      long long padding_mode, bool align_corners, bool channels_last) {
+    constexpr int K = Mode<MODE>::K;
     const long long P_out = H_out * W_out;
     const long long total = N * P_out;
     const long long pixel_stride = channels_last ? C : 1, channel_stride = channels_last ? 1 : H * W;
@@ -276,14 +284,15 @@ extern "C" __global__ void grid_sample_forward(const scalar_t* inp, const scalar
     for (long long pixel = (long long)blockIdx.x * blockDim.x + threadIdx.x; pixel < total; pixel += stride) {
         const long long n = pixel / P_out;
         const long long p = pixel - n * P_out;  // h * W_out + w
-        long long offset[MAX_TAPS];
-        scalar_t weight[MAX_TAPS], dweight_dx[MAX_TAPS], dweight_dy[MAX_TAPS];
-        const int K = pixel_taps(grid[2 * pixel], grid[2 * pixel + 1], H, W, mode, padding_mode, align_corners != 0,
-                                 offset, weight, dweight_dx, dweight_dy);
+        long long offset[K];
+        scalar_t weight[K], dweight_dx[K], dweight_dy[K];
+        pixel_taps<MODE>(grid[2 * pixel], grid[2 * pixel + 1], H, W, padding_mode, align_corners, offset, weight,
+                         dweight_dx, dweight_dy);
         const scalar_t* image = inp + n * C * H * W;
         scalar_t* target = out + n * C * P_out + p * out_pixel_stride;
         for (long long c = 0; c < C; ++c) {
             scalar_t acc = (scalar_t)0;
+#pragma unroll
             for (int k = 0; k < K; ++k) {
                 if (offset[k] >= 0) acc += weight[k] * image[offset[k] * pixel_stride + c * channel_stride];
             }
@@ -292,34 +301,51 @@ extern "C" __global__ void grid_sample_forward(const scalar_t* inp, const scalar
     }
 }
 
+extern "C" __global__ void grid_sample_forward(const scalar_t* inp, const scalar_t* grid, scalar_t* out, long long N,
+                                               long long C, long long H, long long W, long long H_out,
+                                               long long W_out, long long mode, long long padding_mode,
+                                               long long align_corners, long long channels_last) {
+    if (mode == BILINEAR)
+        forward_pixels<BILINEAR>(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners != 0,
+                                 channels_last != 0);
+    else if (mode == NEAREST)
+        forward_pixels<NEAREST>(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners != 0,
+                                channels_last != 0);
+    else
+        forward_pixels<BICUBIC>(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners != 0,
+                                channels_last != 0);
+}
+
 // ------------------------------------------------------------------------------------------------------------------
 // backward: one thread per output pixel; atomicAdd into grad_inp (zeroed by the launcher), one write of grad_grid
 // ------------------------------------------------------------------------------------------------------------------
 
-extern "C" __global__ void grid_sample_backward(const scalar_t* grad_out, const scalar_t* inp, const scalar_t* grid,
-                                                scalar_t* grad_inp, scalar_t* grad_grid, long long N, long long C,
-                                                long long H, long long W, long long H_out, long long W_out,
-                                                long long mode, long long padding_mode, long long align_corners,
-                                                long long channels_last, long long need_grad_inp,
-                                                long long need_grad_grid) {
+template <int MODE>
+__device__ inline void backward_pixels(const scalar_t* grad_out, const scalar_t* inp, const scalar_t* grid,
+                                       scalar_t* grad_inp, scalar_t* grad_grid, long long N, long long C, long long H,
+                                       long long W, long long H_out, long long W_out, long long padding_mode,
+                                       bool align_corners, bool channels_last, bool need_grad_inp,
+                                       bool need_grad_grid) {
+    constexpr int K = Mode<MODE>::K;
     const long long P_out = H_out * W_out;
     const long long total = N * P_out;
     const long long pixel_stride = channels_last ? C : 1, channel_stride = channels_last ? 1 : H * W;
     const long long out_pixel_stride = channels_last ? C : 1, out_channel_stride = channels_last ? 1 : P_out;
-    const bool need_dots = need_grad_grid && mode != NEAREST;  // nearest: the grid gradient is 0
+    const bool need_dots = need_grad_grid && MODE != NEAREST;  // nearest: the grid gradient is 0
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long pixel = (long long)blockIdx.x * blockDim.x + threadIdx.x; pixel < total; pixel += stride) {
         const long long n = pixel / P_out;
         const long long p = pixel - n * P_out;
-        long long offset[MAX_TAPS];
-        scalar_t weight[MAX_TAPS], dweight_dx[MAX_TAPS], dweight_dy[MAX_TAPS];
-        const int K = pixel_taps(grid[2 * pixel], grid[2 * pixel + 1], H, W, mode, padding_mode, align_corners != 0,
-                                 offset, weight, dweight_dx, dweight_dy);
+        long long offset[K];
+        scalar_t weight[K], dweight_dx[K], dweight_dy[K];
+        pixel_taps<MODE>(grid[2 * pixel], grid[2 * pixel + 1], H, W, padding_mode, align_corners, offset, weight,
+                         dweight_dx, dweight_dy);
         const long long image_start = n * C * H * W;
         const scalar_t* g = grad_out + n * C * P_out + p * out_pixel_stride;
         scalar_t gx = (scalar_t)0, gy = (scalar_t)0;
         for (long long c = 0; c < C; ++c) {
             const scalar_t g_c = g[c * out_channel_stride];
+#pragma unroll
             for (int k = 0; k < K; ++k) {
                 if (offset[k] < 0) continue;
                 const long long at = image_start + offset[k] * pixel_stride + c * channel_stride;
@@ -336,4 +362,21 @@ extern "C" __global__ void grid_sample_backward(const scalar_t* grad_out, const 
             grad_grid[2 * pixel + 1] = gy;
         }
     }
+}
+
+extern "C" __global__ void grid_sample_backward(const scalar_t* grad_out, const scalar_t* inp, const scalar_t* grid,
+                                                scalar_t* grad_inp, scalar_t* grad_grid, long long N, long long C,
+                                                long long H, long long W, long long H_out, long long W_out,
+                                                long long mode, long long padding_mode, long long align_corners,
+                                                long long channels_last, long long need_grad_inp,
+                                                long long need_grad_grid) {
+    if (mode == BILINEAR)
+        backward_pixels<BILINEAR>(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, padding_mode,
+                                  align_corners != 0, channels_last != 0, need_grad_inp != 0, need_grad_grid != 0);
+    else if (mode == NEAREST)
+        backward_pixels<NEAREST>(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, padding_mode,
+                                 align_corners != 0, channels_last != 0, need_grad_inp != 0, need_grad_grid != 0);
+    else
+        backward_pixels<BICUBIC>(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, padding_mode,
+                                 align_corners != 0, channels_last != 0, need_grad_inp != 0, need_grad_grid != 0);
 }
