@@ -136,33 +136,32 @@ def time_case(case: ops.Case, env: ops.Env, profile, bandwidth: float | None = N
     return row
 
 
-def wait_for_quiet(baseline_s: float, timeout_s: float) -> bool:
-    """Poll the stall probe until a parallel kernel runs steadily again (p90 within 2x the quiet median)."""
+def wait_for_quiet(timeout_s: float) -> bool:
+    """Poll the stall probe until a parallel kernel runs steadily again (stall below 2)."""
     deadline = time.perf_counter() + timeout_s
     while True:
-        if harness.parallel_stall_probe(calls=30)["p90_s"] <= 2 * baseline_s:
+        if harness.parallel_stall_probe(calls=30)["stall"] <= 2:
             return True
         if time.perf_counter() > deadline:
             return False
         time.sleep(5)
 
 
-def run_ops(cases, env, profile, bandwidth, baseline_s: float | None = None, retries: int = 0,
+def run_ops(cases, env, profile, bandwidth, probe: bool = False, retries: int = 0,
             quiet_timeout_s: float = 120) -> list[dict]:
-    """Time every case; on the CPU, probe for stalls right after each (see harness.parallel_stall_probe) and mark
-    the row noisy when the probe's 90th percentile exceeds 3x the quiet median measured at the start. Noisy rows
-    are timed again up to ``retries`` times, each time after waiting for the cores to be quiet; the least noisy
-    attempt is kept (``attempts`` in the row counts them)."""
-    rows = [_timed_row(case, env, profile, bandwidth, baseline_s, k, len(cases)) for k, case in enumerate(cases, 1)]
+    """Time every case; with ``probe`` (CPU), probe for stalls right after each (harness.parallel_stall_probe) and
+    mark the row noisy when the probe's stall exceeds 3. Noisy rows are timed again up to ``retries`` times, each
+    time after waiting for the cores to be quiet; the least noisy attempt is kept (``attempts`` counts them)."""
+    rows = [_timed_row(case, env, profile, bandwidth, probe, k, len(cases)) for k, case in enumerate(cases, 1)]
     for attempt in range(2, retries + 2):
         noisy = [k for k, row in enumerate(rows) if row.get("noisy")]
         if not noisy:
             break
-        quiet = wait_for_quiet(baseline_s, quiet_timeout_s)
+        quiet = wait_for_quiet(quiet_timeout_s)
         print(f"retry {attempt - 1}/{retries}: {len(noisy)} noisy rows"
               + ("" if quiet else f" (the cores did not become quiet within {quiet_timeout_s:.0f} s)"), flush=True)
         for k in noisy:
-            row = _timed_row(cases[k], env, profile, bandwidth, baseline_s, k + 1, len(cases))
+            row = _timed_row(cases[k], env, profile, bandwidth, probe, k + 1, len(cases))
             row["attempts"] = rows[k].get("attempts", 1) + 1
             if row.get("timings") and row.get("stall", math.inf) < rows[k].get("stall", math.inf):
                 rows[k] = row
@@ -171,13 +170,12 @@ def run_ops(cases, env, profile, bandwidth, baseline_s: float | None = None, ret
     return rows
 
 
-def _timed_row(case, env, profile, bandwidth, baseline_s, k, total) -> dict:
+def _timed_row(case, env, profile, bandwidth, probe, k, total) -> dict:
     """Time one case, probe for stalls after it, print its line; the row."""
     t0 = time.perf_counter()
     row = time_case(case, env, profile, bandwidth)
-    if baseline_s and row.get("timings"):
-        probe = harness.parallel_stall_probe(calls=30)
-        row["stall"] = probe["p90_s"] / baseline_s
+    if probe and row.get("timings"):
+        row["stall"] = harness.parallel_stall_probe(calls=30)["stall"]
         row["noisy"] = row["stall"] > 3
     if row.get("timings"):
         t = row["timings"]
@@ -342,11 +340,16 @@ def main(argv=None) -> int:
           + f"; {threads['threads']} threads (Numba layer {threads['numba_threading_layer']}); torch: "
           + (meta["torch"] if torch is not None else f"none ({torch_reason})")
           + f"; copy bandwidth {bandwidth['floor_bytes_per_s'] / 1e9:.1f} GB/s; load average {load}; parallel "
-          f"stall probe p90/median {stall['p90_over_median']:.1f}", flush=True)
+          f"stall probe {stall['stall']:.1f}", flush=True)
 
+    if stall["stall"] > 3 and not args.gpu:
+        print(f"WARNING: parallel kernels stall on this machine right now (a 4 MiB parallel copy's 90th percentile is "
+              f"{stall['stall']:.0f}x a serial copy): other processes compete for the cores. Numbers will be noisy"
+              + ("; --omp-wait-policy passive avoids most of the stall" if not args.omp_wait_policy else "") + ".",
+              flush=True)
     results = {
         "kind": kind, "quick": args.quick, "partial": args.partial,
-        "noisy": load > 0.5 * (1 if args.gpu else args.threads) or stall["p90_over_median"] > 3,
+        "noisy": load > 0.5 * (1 if args.gpu else args.threads) or stall["stall"] > 3,
         "stall_probe": stall,
         "meta": meta, "threads": threads, "bandwidth": bandwidth, "torch_missing_reason": torch_reason,
         "settings": dict(zip(("warmup", "rounds", "min_rounds", "budget_s", "min_sample_s"), profile),
@@ -354,8 +357,7 @@ def main(argv=None) -> int:
         "cases": [],
     }
     if "ops" in args.sections:
-        baseline = None if args.gpu else stall["median_s"]
-        results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"], baseline,
+        results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"], probe=not args.gpu,
                                    retries=0 if args.quick else args.retries)
     if "scaling" in args.sections:
         results["scaling"], results["scaling_fits"] = run_scaling(env, profile)

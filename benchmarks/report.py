@@ -149,8 +149,8 @@ def describe_setup(results: dict) -> str:
     lines = [f"- machine: {meta.get('gpu') + ' / ' if meta.get('gpu') else ''}{meta['cpu']}, {meta['cores']} cores "
              f"(`{meta['machine']}`), {meta['platform']}",
              f"- date: {meta['date']}; load average at start {meta.get('load_average')}, at the end "
-             f"{meta.get('load_average_end')}; parallel stall probe (p90 / median of a 4 MiB parallel copy) "
-             f"{results.get('stall_probe', {}).get('p90_over_median', float('nan')):.1f}"
+             f"{meta.get('load_average_end')}; stall probe (90th percentile of a 4 MiB parallel copy / the serial "
+             f"copy's median) {results.get('stall_probe', {}).get('stall', float('nan')):.1f}"
              + (" (**noisy**: other jobs were competing for the cores)" if results.get("noisy") else ""),
              f"- versions: Python {meta['python']}, NumPy {meta['numpy']}, Numba {meta['numba']}, "
              f"PyTorch {meta['torch'] or 'not installed'}" + (f", CuPy {meta['cupy']}" if meta.get("cupy") else "")]
@@ -183,8 +183,8 @@ def target_summary(results: dict) -> str:
     absent = [r for r in results["cases"] if (r.get("unavailable") or r.get("error")) and _target(r, kind)]
     noisy = sum(1 for r in results["cases"] if r.get("noisy"))
     text = [f"Targets: {len(met)} met, {len(missed)} missed, {len(absent)} not measured."
-            + (f" {noisy} rows are marked noisy: a parallel kernel stalled (90th percentile above 3x the quiet "
-               "median) right after them, so other processes were competing for the cores." if noisy else "")]
+            + (f" {noisy} rows are marked noisy: right after them a parallel copy stalled (its 90th percentile "
+               "above 3x a serial copy), so other processes were competing for the cores." if noisy else "")]
     for r in missed:
         extra = f", vs twin {_x(r.get('ratio_twin'))}" if r.get("ratio_twin") is not None else ""
         text.append(f"- MISS {r['name']}: {_x(r.get('ratio_torch'))} (target {_target(r, kind)}){extra}")
