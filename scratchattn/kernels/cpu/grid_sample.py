@@ -449,6 +449,16 @@ def forward_block_nhwc(inp_pixels, out_pixels, n, HW, P_out, start, count, offse
     K = offset.shape[0] // BLOCK
     for p in range(count):
         q = n * P_out + start + p
+        if K == 4 and offset[p] >= 0 and offset[BLOCK + p] >= 0 and offset[2 * BLOCK + p] >= 0 \
+                and offset[3 * BLOCK + p] >= 0:
+            # All four bilinear corners inside the image, the common case: one pass over the channels.
+            r0, r1 = n * HW + offset[p], n * HW + offset[BLOCK + p]
+            r2, r3 = n * HW + offset[2 * BLOCK + p], n * HW + offset[3 * BLOCK + p]
+            w0, w1, w2, w3 = weight[p], weight[BLOCK + p], weight[2 * BLOCK + p], weight[3 * BLOCK + p]
+            for c in range(C):
+                out_pixels[q, c] = (w0 * inp_pixels[r0, c] + w1 * inp_pixels[r1, c] + w2 * inp_pixels[r2, c]
+                                    + w3 * inp_pixels[r3, c])
+            continue
         for c in range(C):
             out_pixels[q, c] = t(0)
         for k in range(K):
