@@ -51,6 +51,9 @@ def parse_args(argv=None):
                         "option for cases matching any)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads for Numba and PyTorch alike (default: all cores)")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="threads of NumPy's BLAS (scratchattn's matmul, conv2d, attention); default --threads. "
+                        "OpenBLAS's threads spin-wait like OpenMP's, so on a busy machine 1 avoids their stalls")
     p.add_argument("--threading-layer", choices=("omp", "tbb", "workqueue"), default=None,
                    help="Numba's threading layer (default: Numba's own choice, reported)")
     p.add_argument("--omp-wait-policy", choices=("active", "passive"), default=None,
@@ -314,7 +317,7 @@ def main(argv=None) -> int:
         gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
 
     torch, torch_reason = import_torch(args)
-    threads = harness.configure_threads(args.threads, torch, args.threading_layer)
+    threads = harness.configure_threads(args.threads, torch, args.threading_layer, args.blas_threads)
     meta = harness.machine_info(gpu_name, torch)
     if args.gpu:
         meta["cupy"] = backend.cupy_module().__version__

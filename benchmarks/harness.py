@@ -128,12 +128,13 @@ def time_interleaved(variants: dict[str, Callable[[], object]], *, sync: Callabl
 # =================================================================================================================
 
 
-def configure_threads(threads: int, torch=None, threading_layer: str | None = None) -> dict:
+def configure_threads(threads: int, torch=None, threading_layer: str | None = None,
+                      blas_threads: int | None = None) -> dict:
     """Give Numba and PyTorch the same number of threads; return what was set, for the report.
 
     ``threading_layer`` ("omp", "tbb", "workqueue" or None for Numba's default choice) must be chosen before the
     first parallel kernel runs; Numba reports the layer it actually picked only after that, see
-    :func:`numba_threading_layer`.
+    :func:`numba_threading_layer`. ``blas_threads`` (default ``threads``) is NumPy's BLAS thread count.
     """
     import numba
 
@@ -156,7 +157,7 @@ def configure_threads(threads: int, torch=None, threading_layer: str | None = No
         info["blas_threads"] = None
     else:
         global _blas_limits
-        _blas_limits = threadpoolctl.threadpool_limits(threads, user_api="blas")
+        _blas_limits = threadpoolctl.threadpool_limits(blas_threads or threads, user_api="blas")
         pools = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
         info["blas_threads"] = {p["internal_api"]: p["num_threads"] for p in pools}
     return info
