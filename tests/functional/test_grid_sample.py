@@ -246,11 +246,16 @@ def test_sampling_between_pixels_averages_them(kernel_path):
 def test_backward_is_bitwise_deterministic(kernel_path):
     if kernel_path.name == "cupy":
         pytest.skip("the GPU backward scatters with atomicAdd, whose order (and float rounding) varies by design")
-    img, grid, grad_out, *_ = reference_case("bilinear", "reflection", False, 5)
-    first = run(kernel_path, img, grid, grad_out, "NCHW", np.float32, padding_mode="reflection")
-    second = run(kernel_path, img, grid, grad_out, "NCHW", np.float32, padding_mode="reflection")
-    for a, b in zip(first, second):
-        assert a.tobytes() == b.tobytes()
+    rng = np.random.default_rng(14)
+    # Large enough for the Numba kernels to run in parallel (see SERIAL_WORK in kernels/cpu/grid_sample.py).
+    img = rng.standard_normal((4, 3, 9, 11))
+    grid = rng.uniform(-1.2, 1.2, (4, 32, 33, 2))
+    grad_out = rng.standard_normal((4, 3, 32, 33))
+    for layout in ("NCHW", "NHWC"):
+        first = run(kernel_path, img, grid, grad_out, layout, np.float32, padding_mode="reflection")
+        second = run(kernel_path, img, grid, grad_out, layout, np.float32, padding_mode="reflection")
+        for a, b in zip(first, second):
+            assert a.tobytes() == b.tobytes()
 
 
 _THREADS_SCRIPT = textwrap.dedent("""
@@ -260,7 +265,8 @@ _THREADS_SCRIPT = textwrap.dedent("""
     digest = hashlib.sha256()
     for layout, shape in (("NCHW", (5, 3, 9, 11)), ("NHWC", (5, 9, 11, 3))):
         x = sa.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
-        g = sa.tensor(rng.uniform(-1.2, 1.2, (5, 13, 12, 2)).astype(np.float32), requires_grad=True)
+        # Large enough to run in parallel (SERIAL_WORK), with chunks that differ between 1 and 2 threads.
+        g = sa.tensor(rng.uniform(-1.2, 1.2, (5, 40, 41, 2)).astype(np.float32), requires_grad=True)
         for mode in ("bilinear", "bicubic"):
             y = F.grid_sample(x, g, mode=mode, padding_mode="border", layout=layout)
             (y * y).sum().backward()
