@@ -129,18 +129,19 @@ def test_affine_grid_backward_is_bitwise_reproducible_on_the_gpu():
 # grid sampling: a deterministic input gradient (proposed for grid_sample.cu)
 # =================================================================================================================
 
-# Appended to grid_sample.cu's text (it uses that file's pixel_taps and MAX_TAPS). The grid gradient keeps the
-# existing kernel (one writer per output pixel already), launched with need_grad_inp = 0.
+# Appended to grid_sample.cu's text (it uses that file's Mode<MODE>::K and pixel_taps<MODE>). The grid gradient
+# keeps the existing kernel (one writer per output pixel already), launched with need_grad_inp = 0.
 PLANES_KERNEL = r"""
 // Deterministic input gradient of grid sampling: one thread per (n, c) plane of grad_inp. It walks the output pixels
 // of image n in order and adds each tap's weight * g with a plain +=: the only writer of its plane, in a fixed order,
 // so the result is the same bit for bit on every run (and on any GPU). Costs: the taps of a pixel are recomputed
 // for each channel, and there are only N * C threads.
-extern "C" __global__ void grid_sample_backward_input_planes(const scalar_t* grad_out, const scalar_t* grid,
-                                                             scalar_t* grad_inp, long long N, long long C, long long H,
-                                                             long long W, long long H_out, long long W_out,
-                                                             long long mode, long long padding_mode,
-                                                             long long align_corners, long long channels_last) {
+template <int MODE>
+__device__ inline void backward_input_planes(const scalar_t* grad_out, const scalar_t* grid, scalar_t* grad_inp,
+                                             long long N, long long C, long long H, long long W, long long H_out,
+                                             long long W_out, long long padding_mode, bool align_corners,
+                                             bool channels_last) {
+    constexpr int K = Mode<MODE>::K;
     const long long P_out = H_out * W_out;
     const long long pixel_stride = channels_last ? C : 1, channel_stride = channels_last ? 1 : H * W;
     const long long out_pixel_stride = channels_last ? C : 1, out_channel_stride = channels_last ? 1 : P_out;
@@ -151,17 +152,34 @@ extern "C" __global__ void grid_sample_backward_input_planes(const scalar_t* gra
         scalar_t* target = grad_inp + n * C * H * W + c * channel_stride;
         const scalar_t* g = grad_out + n * C * P_out + c * out_channel_stride;
         for (long long p = 0; p < P_out; ++p) {
-            long long offset[MAX_TAPS];
-            scalar_t weight[MAX_TAPS], dweight_dx[MAX_TAPS], dweight_dy[MAX_TAPS];
+            long long offset[K];
+            scalar_t weight[K], dweight_dx[K], dweight_dy[K];
             const long long pixel = n * P_out + p;
-            const int K = pixel_taps(grid[2 * pixel], grid[2 * pixel + 1], H, W, mode, padding_mode,
-                                     align_corners != 0, offset, weight, dweight_dx, dweight_dy);
+            pixel_taps<MODE>(grid[2 * pixel], grid[2 * pixel + 1], H, W, padding_mode, align_corners, offset, weight,
+                             dweight_dx, dweight_dy);
             const scalar_t g_c = g[p * out_pixel_stride];
+#pragma unroll
             for (int k = 0; k < K; ++k) {
                 if (offset[k] >= 0) target[offset[k] * pixel_stride] += weight[k] * g_c;
             }
         }
     }
+}
+
+extern "C" __global__ void grid_sample_backward_input_planes(const scalar_t* grad_out, const scalar_t* grid,
+                                                             scalar_t* grad_inp, long long N, long long C, long long H,
+                                                             long long W, long long H_out, long long W_out,
+                                                             long long mode, long long padding_mode,
+                                                             long long align_corners, long long channels_last) {
+    if (mode == BILINEAR)
+        backward_input_planes<BILINEAR>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
+                                        align_corners != 0, channels_last != 0);
+    else if (mode == NEAREST)
+        backward_input_planes<NEAREST>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
+                                       align_corners != 0, channels_last != 0);
+    else
+        backward_input_planes<BICUBIC>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
+                                       align_corners != 0, channels_last != 0);
 }
 """
 

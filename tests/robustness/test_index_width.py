@@ -52,9 +52,10 @@ _NARROW_INT = re.compile(r"\b(?:int|short|char|u?int(?:8|16|32)_t)\b|\bunsigned\
 
 
 # 32-bit ints are allowed for one thing only: counting the interpolation taps of one output pixel (at most 16, the
-# bicubic 4 x 4), as the loop counters i, j, k and the count K, and as the return value of the functions that fill
-# the tap tables (`*_tap`, `*_taps`). They never enter an offset into a big array: the offsets are long long.
-SMALL_COUNTERS = {"i", "j", "k", "K"}
+# bicubic 4 x 4), as the loop counters i, j, k and the count K, the compile-time sampling mode MODE (a template
+# parameter), and as the return value of functions that fill tap tables (`*_tap`, `*_taps`). They never enter an
+# offset into a big array: the offsets are long long.
+SMALL_COUNTERS = {"i", "j", "k", "K", "MODE"}
 _DECLARED = re.compile(r"\b(?:int|short|char|u?int(?:8|16|32)_t|unsigned(?:\s+int)?)\s+(\w+)")
 
 
