@@ -36,9 +36,10 @@ fixed by the code, not by the chunking, so results are bitwise identical from ru
 threads.
 
 Safety. The kernels trust the shapes, dtypes and contiguity (the functional checks them) but not the coordinates:
-an integer index is formed from a float coordinate only after a floating-point test has shown that it lies inside
-the image (``pixel_index``), so NaN, Inf and 1e30 can never become an out-of-bounds read or write (converting them
-to an integer is undefined behaviour in C and yields garbage in Numba).
+a float coordinate becomes an integer index only after it has been clamped into the image, and the index is used
+only where a floating-point test has shown the coordinate inside (``pixel_index``); so NaN, Inf and 1e30 can never
+become an out-of-bounds read or write (converting them to an integer is undefined behaviour in C and yields
+garbage in Numba).
 
 Every constant goes through ``t`` (the scalar type, float32 or float64) because Numba would otherwise promote
 float32 arithmetic to float64 at the first Python literal: float32 data is computed in float32, as in PyTorch.
@@ -144,10 +145,13 @@ def pad_coordinate(t, coord, size, padding_mode, align_corners):
 @njit(inline="always")
 def pixel_index(t, coord, size):
     """``(int(coord), True)`` if the integer-valued float ``coord`` is a pixel of an axis of ``size``, else
-    ``(0, False)``. The test is made on the float, before the conversion, so NaN, Inf and huge values are never
-    converted."""
+    ``(some pixel, False)``. The test is made on the float, and the float is clamped into [0, size - 1] (NaN to 0)
+    before the conversion, so NaN, Inf and huge values are never converted. Written without branches, so that the
+    loops calling it vectorise."""
     inside = (coord >= t(0)) & (coord <= t(size - 1))
-    return int(min(max(coord, t(0)), t(size - 1))), inside
+    clamped = coord if coord > t(0) else t(0)  # NaN > 0 is False: NaN becomes 0
+    clamped = clamped if clamped < t(size - 1) else t(size - 1)
+    return int(clamped), inside
 
 
 # =================================================================================================================
