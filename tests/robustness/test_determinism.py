@@ -185,9 +185,12 @@ extern "C" __global__ void grid_sample_backward_input_planes(const scalar_t* gra
 
 
 @pytest.fixture(scope="module")
-def planes_source(tmp_path_factory):
-    path = tmp_path_factory.mktemp("deterministic") / "grid_sample_planes.cu"
-    path.write_text(launcher.read_source("grid_sample.cu") + PLANES_KERNEL)
+def planes_source(request):
+    # A fixed path (in pytest's cache folder), so that the host shim's build cache serves later sessions.
+    path = request.config.cache.mkdir("robustness") / "grid_sample_planes.cu"
+    text = launcher.read_source("grid_sample.cu") + PLANES_KERNEL
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
     return str(path)
 
 
@@ -262,7 +265,8 @@ def test_grid_sample_planes_gradient_on_the_gpu(planes_source, mode, padding_mod
 
 
 def test_prototype_kernel_passes_the_nvrtc_gate(planes_source):
-    # The proposal must compile where the real kernels do: NVRTC, float and double (as tests/kernels checks them).
+    # The proposal must compile where the real kernels do: NVRTC with the launcher's options (float and double, as
+    # tests/kernels checks the real files; about 2 s each).
     nvrtc = pytest.importorskip("scratchattn.kernels.cuda.nvrtc")
     reason = getattr(nvrtc, "unavailable_reason", lambda: None)()
     if reason:
