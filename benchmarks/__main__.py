@@ -73,6 +73,8 @@ def parse_args(argv=None):
                    help="markdown file to regenerate (default docs/benchmarks.md after a full run; 'none' to skip)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--list", action="store_true", help="print the case names and exit")
+    p.add_argument("--render", action="store_true",
+                   help="only regenerate the docs (default docs/benchmarks.md) from the results stored in --out")
     args = p.parse_args(argv)
     partial = bool(args.quick or args.filter)
     if args.sections is None:
@@ -84,7 +86,7 @@ def parse_args(argv=None):
             p.error(f"--sections: unknown {unknown}; choose from {SECTIONS}")
     args.partial = partial or set(args.sections) != set(SECTIONS)
     if args.docs is None:
-        args.docs = None if args.partial else os.path.join(REPO, "docs", "benchmarks.md")
+        args.docs = None if args.partial and not args.render else os.path.join(REPO, "docs", "benchmarks.md")
     elif args.docs.lower() == "none":
         args.docs = None
     if args.threads < 1:
@@ -291,6 +293,13 @@ def run_compile(device: str) -> tuple[dict, dict | None]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render:
+        if not args.docs:
+            print("--render needs a docs file (--docs PATH)", file=sys.stderr)
+            return 2
+        docs = report.write_docs(None, args.docs, args.out, os.path.join(HERE, "notes.md"))
+        print(f"docs: {os.path.relpath(docs)}")
+        return 0
     cases = ops.filter_cases(ops.all_cases(), args.filter)
     if args.list:
         print("\n".join(c.name for c in cases))

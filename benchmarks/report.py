@@ -389,10 +389,12 @@ def _section(results: dict | None, kind: str, image: str | None) -> str:
     ]) + "\n"
 
 
-def write_docs(current: dict, docs_path: str, results_folder: str, notes_path: str) -> str:
-    """Regenerate ``docs_path`` from the current run and the latest stored full run of the other kind."""
+def write_docs(current: dict | None, docs_path: str, results_folder: str, notes_path: str) -> str:
+    """Regenerate ``docs_path`` (and its scaling plots) from the current run and the latest stored full run of the
+    other kind; with ``current`` None, from the latest stored full runs of both kinds."""
     runs = {"cpu": latest_stored(results_folder, "cpu"), "gpu": latest_stored(results_folder, "gpu")}
-    runs[current["kind"]] = current
+    if current is not None:
+        runs[current["kind"]] = current
     docs_dir = os.path.dirname(os.path.abspath(docs_path))
     images = {}
     for kind, run in runs.items():
@@ -400,8 +402,7 @@ def write_docs(current: dict, docs_path: str, results_folder: str, notes_path: s
             continue
         name = f"bench_scaling{'_gpu' if kind == 'gpu' else ''}.png"
         image_path = os.path.join(docs_dir, "img", name)
-        if run is current:
-            plot_scaling(run, image_path)
+        plot_scaling(run, image_path)  # None (and the old file kept) without matplotlib
         if os.path.exists(image_path) and run.get("scaling"):
             images[kind] = f"img/{name}"
     notes = ""

@@ -51,6 +51,18 @@ def test_quick_run_without_torch_writes_json_and_docs(tmp_path):
     assert "| squeeze_excitation fused NCHW fwd N=32 C=256 28x28 |" in text
     assert "affine_grid fwd N=32 64x64" in out.stdout  # the console table
 
+    # --render rebuilds the page from stored full runs only: a quick run is not one, a full run is.
+    from benchmarks.__main__ import main
+
+    rendered = tmp_path / "rendered.md"
+    assert main(["--render", "--out", str(tmp_path), "--docs", str(rendered)]) == 0
+    assert "No full CPU run stored yet" in rendered.read_text()
+    results.update(quick=False, partial=False)
+    (tmp_path / "full.json").write_text(json.dumps(results))
+    assert main(["--render", "--out", str(tmp_path), "--docs", str(rendered)]) == 0
+    assert "| affine_grid fwd N=32 64x64 |" in rendered.read_text()
+    assert "From `benchmarks/results/full.json`" in rendered.read_text()
+
 
 def test_list_and_bad_filter(capsys):
     from benchmarks.__main__ import main
