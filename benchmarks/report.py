@@ -36,20 +36,26 @@ def floor_fraction(row: dict, variant: str, bandwidth: float) -> float | None:
     return row["floor_bytes"] / bandwidth / timings[variant]["median"]
 
 
-def verdict(row: dict, kind: str) -> str:
-    """"ok", "MISS" or "" (no target) against the targets that apply to this kind of run ("cpu" or "gpu")."""
-    checks = []
+def checks(row: dict, kind: str) -> list[tuple[str, float, float, bool]]:
+    """The targets that apply to this row in this kind of run ("cpu" or "gpu"): (what, measured, target, met)."""
+    found = []
     torch_target = row.get("gpu_target") if kind == "gpu" else row.get("target")
     if torch_target is not None and row.get("ratio_torch") is not None:
-        checks.append(row["ratio_torch"] <= torch_target)
+        found.append(("vs torch", row["ratio_torch"], torch_target, row["ratio_torch"] <= torch_target))
     if kind == "cpu" and row.get("twin_target") is not None and row.get("ratio_twin") is not None:
-        checks.append(row["ratio_twin"] <= row["twin_target"])
+        found.append(("vs twin", row["ratio_twin"], row["twin_target"], row["ratio_twin"] <= row["twin_target"]))
     fraction = (row.get("floor_fraction") or {}).get("scratchattn")
     if kind == "gpu" and row.get("gpu_floor_target") is not None and fraction is not None:
-        checks.append(fraction >= row["gpu_floor_target"])
-    if not checks:
+        found.append(("of floor", fraction, row["gpu_floor_target"], fraction >= row["gpu_floor_target"]))
+    return found
+
+
+def verdict(row: dict, kind: str) -> str:
+    """"ok", "MISS" or "" (no target) against the targets that apply to this kind of run ("cpu" or "gpu")."""
+    found = checks(row, kind)
+    if not found:
         return ""
-    return "ok" if all(checks) else "MISS"
+    return "ok" if all(met for *_, met in found) else "MISS"
 
 
 def fit_slope(sizes, times) -> float | None:
@@ -186,8 +192,12 @@ def target_summary(results: dict) -> str:
             + (f" {noisy} rows are marked noisy: right after them a parallel copy stalled (its 90th percentile "
                "above 3x a serial copy), so other processes were competing for the cores." if noisy else "")]
     for r in missed:
-        extra = f", vs twin {_x(r.get('ratio_twin'))}" if r.get("ratio_twin") is not None else ""
-        text.append(f"- MISS {r['name']}: {_x(r.get('ratio_torch'))} (target {_target(r, kind)}){extra}")
+        parts = []
+        for what, value, target, met in checks(r, kind):
+            shown = f"{100 * value:.0f}% (>= {100 * target:.0f}%)" if what == "of floor" else \
+                f"{value:.3f}x (<= {target:.3f}x)"
+            parts.append(f"{what} {shown} {'ok' if met else 'MISSED'}")
+        text.append(f"- MISS {r['name']}: " + "; ".join(parts))
     for r in absent:
         text.append(f"- not measured: {r['name']} ({(r.get('unavailable') or r.get('error'))[:100]})")
     return "\n".join(text)
