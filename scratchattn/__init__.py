@@ -6,6 +6,7 @@
 
 from . import backend, cuda, functional, models, nn, optim  # noqa: E402 - after the autograd names they use
 from .autograd import Function, GradcheckError, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
+from .backend import use_deterministic_algorithms
 from .random import manual_seed
 from .serialization import load, save
 
@@ -29,4 +30,5 @@ __all__ = [
     "optim",
     "save",
     "tensor",
+    "use_deterministic_algorithms",
 ]

@@ -34,6 +34,7 @@ KERNEL_PATHS = ("numba", "cuda-host")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _kernel_override: str | None = None
+_deterministic_override: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -143,3 +144,45 @@ def use_kernels(path: str):
         yield
     finally:
         _kernel_override = previous
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deterministic mode
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def use_deterministic_algorithms(flag: bool) -> None:
+    """Turn deterministic mode on or off for the whole process (it overrides ``SCRATCHATTN_DETERMINISTIC``).
+
+    In deterministic mode the CUDA kernels of grid sampling (the input gradient) and squeeze-excitation (its two
+    reductions) are launched with one writer per output, adding in a fixed order: bitwise-identical results run
+    after run, at some cost in speed. The Numba kernels are deterministic either way.
+    """
+    global _deterministic_override
+    if not isinstance(flag, bool):
+        raise TypeError(f"flag must be a bool; got {type(flag).__name__}")
+    _deterministic_override = flag
+
+
+def deterministic_algorithms_enabled() -> bool:
+    """True when deterministic mode is on: set by :func:`use_deterministic_algorithms` / :func:`deterministic`,
+    else by the environment variable ``SCRATCHATTN_DETERMINISTIC=1``."""
+    if _deterministic_override is not None:
+        return _deterministic_override
+    value = os.environ.get("SCRATCHATTN_DETERMINISTIC", "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"SCRATCHATTN_DETERMINISTIC must be 0 or 1; got {value!r}")
+    return value == "1"
+
+
+@contextlib.contextmanager
+def deterministic(flag: bool = True):
+    """Turn deterministic mode on (or off, with ``flag=False``) inside the block."""
+    global _deterministic_override
+    if not isinstance(flag, bool):
+        raise TypeError(f"flag must be a bool; got {type(flag).__name__}")
+    previous, _deterministic_override = _deterministic_override, flag
+    try:
+        yield
+    finally:
+        _deterministic_override = previous

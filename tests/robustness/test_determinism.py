@@ -1,14 +1,15 @@
-"""Which kernels are bitwise reproducible on a GPU, and the one-writer launches that would make the others so.
+"""Deterministic mode (``backend.use_deterministic_algorithms``): which GPU kernels are bitwise reproducible, and
+the one-writer launches that make the others so.
 
 On a GPU, threads that add partial sums into one output with ``atomicAdd`` do so in a different order every run.
 The host shim can run blocks on several OS threads (``host.parallel_blocks``), so these tests run there:
 
-* squeeze-excitation's atomic reductions agree with the sequential result to rounding, and the same kernels
-  launched with one writer per output (NCHW: one lane per plane; NHWC: one pixel block per sample) are bitwise
-  identical run after run: a deterministic mode that needs no kernel change;
-* grid sampling's input gradient is an ``atomicAdd`` scatter; ``PLANES_KERNEL`` below is the proposed deterministic
-  replacement (one thread per (n, c) plane walking the output pixels in order, plain ``+=``), compiled here together
-  with the helpers of ``grid_sample.cu``: it matches the reference and is bitwise identical run after run;
+* squeeze-excitation's atomic reductions agree with the float64 mean to rounding; in deterministic mode the
+  launcher gives each output one writer (NCHW: one lane per plane; NHWC: one pixel block per sample), and the whole
+  op's forward and backward are bitwise identical run after run;
+* grid sampling's input gradient is an ``atomicAdd`` scatter; in deterministic mode it comes from
+  ``grid_sample_backward_input_planes`` (one thread per (n, c) plane, plain ``+=``): it matches the NumPy reference
+  and the atomic kernel, and is bitwise identical run after run; the grid gradient is the same in both modes;
 * the affine grid's backward, which has no atomics, is bitwise identical under parallel blocks as it is.
 
 On a GPU the ``gpu`` tests repeat the checks through CuPy.
@@ -16,16 +17,16 @@ On a GPU the ``gpu`` tests repeat the checks through CuPy.
 
 from __future__ import annotations
 
-import os
-
 import _robust_fuzz as fuzz
 import numpy as np
 import pytest
 
+import scratchattn as sa
 from scratchattn import backend
+from scratchattn import functional as F
 from scratchattn.kernels.cpu import grid_sample as codes
 from scratchattn.kernels.cuda import grid_sample as cuda_grid_sample
-from scratchattn.kernels.cuda import launcher
+from scratchattn.kernels.cuda import squeeze_excitation as cuda_se
 
 REPEATS = 6
 
@@ -42,49 +43,136 @@ def host():
     return host
 
 
-def squeeze(layout: str, x: np.ndarray, split: int) -> np.ndarray:
-    """se_squeeze_<layout> on the host shim with ``split`` writers per output: lanes (NCHW) or pixel blocks (NHWC)."""
-    name = f"se_squeeze_{layout}"
-    kernel = launcher.get_kernel("squeeze_excitation.cu", name, x.dtype, "cuda-host")
-    if layout == "nchw":
-        n, c, hw = x.shape
-        lanes = split
-        total = n * c * lanes
-        scalars = (np.int64(n), np.int64(c), np.int64(hw), np.int64(lanes))
+# =================================================================================================================
+# the switch
+# =================================================================================================================
+
+
+def test_the_switch_the_context_manager_and_the_environment_variable(monkeypatch):
+    monkeypatch.setattr(backend, "_deterministic_override", None)
+    monkeypatch.delenv("SCRATCHATTN_DETERMINISTIC", raising=False)
+    assert not backend.deterministic_algorithms_enabled()
+    monkeypatch.setenv("SCRATCHATTN_DETERMINISTIC", "1")
+    assert backend.deterministic_algorithms_enabled()
+    with backend.deterministic(False):
+        assert not backend.deterministic_algorithms_enabled()
+    assert backend.deterministic_algorithms_enabled()
+    monkeypatch.setenv("SCRATCHATTN_DETERMINISTIC", "0")
+    with backend.deterministic():
+        assert backend.deterministic_algorithms_enabled()
+    assert not backend.deterministic_algorithms_enabled()
+    sa.use_deterministic_algorithms(True)
+    assert backend.deterministic_algorithms_enabled()
+    sa.use_deterministic_algorithms(False)
+    assert not backend.deterministic_algorithms_enabled()
+    with pytest.raises(TypeError, match="flag must be a bool"):
+        sa.use_deterministic_algorithms(1)
+    monkeypatch.setattr(backend, "_deterministic_override", None)
+    monkeypatch.setenv("SCRATCHATTN_DETERMINISTIC", "yes")
+    with pytest.raises(ValueError, match="SCRATCHATTN_DETERMINISTIC must be 0 or 1"):
+        backend.deterministic_algorithms_enabled()
+
+
+# =================================================================================================================
+# squeeze-excitation: one writer per output in deterministic mode
+# =================================================================================================================
+
+REDUCTIONS = {"nchw": (2, 3, 65536), "nhwc": (2, 65536, 3)}  # the writers of one output span several blocks
+
+
+def reduce(layout, kernel, x, g, target):
+    """se_squeeze_<layout> (z, the means) or se_backward_reduce_<layout> (ds) through the launcher."""
+    xp = backend.get_array_module(x)
+    n, c = (x.shape[0], x.shape[1]) if layout == "nchw" else (x.shape[0], x.shape[2])
+    out = xp.empty((n, c), x.dtype)
+    if kernel == "squeeze":
+        getattr(cuda_se, f"se_squeeze_{layout}")(x, out, target)
     else:
-        n, hw, c = x.shape
-        pixel_block = -(-hw // split)
-        total = n * (-(-hw // pixel_block)) * c
-        scalars = (np.int64(n), np.int64(hw), np.int64(c), np.int64(pixel_block))
-    z = np.zeros((n, c), x.dtype)
-    kernel(*launcher.launch_config(total), (x, z, *scalars))
-    return z
+        getattr(cuda_se, f"se_backward_reduce_{layout}")(g, x, out, target)
+    return out
 
 
+def reduction_arrays(layout, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(REDUCTIONS[layout]).astype(np.float32) * np.float32(1000)
+    g = rng.standard_normal(REDUCTIONS[layout]).astype(np.float32)
+    axis = 2 if layout == "nchw" else 1
+    gx = g.astype(np.float64) * x
+    # (the value, the sum of the magnitudes of its terms: a float32 sum is right to about 1e-4 of that, any order)
+    expected = {"squeeze": (x.astype(np.float64).mean(axis=axis), np.abs(x).astype(np.float64).mean(axis=axis)),
+                "reduce": (gx.sum(axis=axis), np.abs(gx).sum(axis=axis))}
+    return x, g, expected
+
+
+@pytest.mark.parametrize("kernel", ["squeeze", "reduce"])
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-def test_one_writer_per_output_is_bitwise_reproducible_with_blocks_in_parallel(host, layout):
-    rng = np.random.default_rng(0)
-    shape = (4, 6, 4096) if layout == "nchw" else (4, 4096, 6)
-    x = rng.standard_normal(shape).astype(np.float32) * np.float32(1000)
-    sequential = squeeze(layout, x, split=1)
+def test_se_reductions_are_bitwise_reproducible_in_deterministic_mode(host, layout, kernel):
+    x, g, expected = reduction_arrays(layout, seed=0)
     with host.parallel_blocks(4):
-        runs = [squeeze(layout, x, split=1) for _ in range(REPEATS)]
-    for z in runs:
-        np.testing.assert_array_equal(z, sequential)
+        atomic = [reduce(layout, kernel, x, g, "cuda-host") for _ in range(REPEATS)]
+        with backend.deterministic():
+            runs = [reduce(layout, kernel, x, g, "cuda-host") for _ in range(REPEATS)]
+    print(f"{layout}/{kernel}: atomic reductions gave {len({a.tobytes() for a in atomic})} distinct results in "
+          f"{REPEATS} parallel runs; deterministic mode {len({r.tobytes() for r in runs})}")
+    for z in runs[1:]:
+        np.testing.assert_array_equal(z, runs[0])
+    value, magnitude = expected[kernel]
+    for z in (runs[0], *atomic):
+        assert np.all(np.abs(z - value) <= 1e-4 * magnitude), (z, value)
 
 
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-def test_atomic_reductions_agree_to_rounding_with_blocks_in_parallel(host, layout):
-    rng = np.random.default_rng(1)
-    shape = (4, 6, 4096) if layout == "nchw" else (4, 4096, 6)
-    x = rng.standard_normal(shape).astype(np.float32) * np.float32(1000)
-    expected = x.astype(np.float64).mean(axis=2 if layout == "nchw" else 1)
-    with host.parallel_blocks(4):
-        runs = [squeeze(layout, x, split=1024) for _ in range(REPEATS)]  # the writers of one output span blocks
-    distinct = {z.tobytes() for z in runs}
-    print(f"{layout}: {len(distinct)} distinct results in {REPEATS} parallel runs")
-    for z in runs:
-        np.testing.assert_allclose(z, expected, rtol=0, atol=1e-4 * 1000)
+def se_op_gradients(layout, arrays, seed=7):
+    x, w1, b1, w2, b2 = (sa.tensor(a, requires_grad=True) for a in arrays)
+    y = F.squeeze_excitation(x, w1, b1, w2, b2, layout=layout)
+    xp = backend.get_array_module(y.data)
+    g = xp.asarray(np.random.default_rng(seed).standard_normal(y.shape).astype(np.float32))
+    y.backward(g)
+    return [backend.to_numpy(t.data) for t in (y,)] + [backend.to_numpy(t.grad) for t in (x, w1, b1, w2, b2)]
+
+
+def se_op_arrays(layout, seed=6):
+    rng = np.random.default_rng(seed)
+    n, c, h, w, c_r = 2, 8, 64, 64, 2
+    shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+    return [rng.standard_normal(s).astype(np.float32) for s in (shape, (c_r, c), (c_r,), (c, c_r), (c,))]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_se_op_is_bitwise_reproducible_in_deterministic_mode(host, layout):
+    arrays = se_op_arrays(layout)
+    with backend.use_kernels("cuda-host"), host.parallel_blocks(4):
+        atomic = se_op_gradients(layout, arrays)
+        with backend.deterministic():
+            runs = [se_op_gradients(layout, arrays) for _ in range(REPEATS)]
+    with backend.use_kernels("numba"):
+        numba = se_op_gradients(layout, arrays)
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b, c in zip(runs[0], atomic, numba, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_se_op_is_bitwise_reproducible_in_deterministic_mode_on_the_gpu(layout):
+    cp = backend.cupy_module()
+    arrays = [cp.asarray(a) for a in se_op_arrays(layout, seed=8)]
+    atomic = [se_op_gradients(layout, arrays) for _ in range(REPEATS)]
+    with backend.deterministic():
+        runs = [se_op_gradients(layout, arrays) for _ in range(REPEATS)]
+    print(f"{layout}: d(x) took {len({a[1].tobytes() for a in atomic})} distinct values in {REPEATS} atomic runs")
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(runs[0], atomic[0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# =================================================================================================================
+# the affine grid: no atomics
+# =================================================================================================================
 
 
 def test_affine_grid_backward_has_no_atomics_and_is_bitwise_reproducible(host):
@@ -126,93 +214,17 @@ def test_affine_grid_backward_is_bitwise_reproducible_on_the_gpu():
 
 
 # =================================================================================================================
-# grid sampling: a deterministic input gradient (proposed for grid_sample.cu)
+# grid sampling: the input gradient from grid_sample_backward_input_planes in deterministic mode
 # =================================================================================================================
 
-# Appended to grid_sample.cu's text (it uses that file's Mode<MODE>::K and pixel_taps<MODE>). The grid gradient
-# keeps the existing kernel (one writer per output pixel already), launched with need_grad_inp = 0.
-PLANES_KERNEL = r"""
-// Deterministic input gradient of grid sampling: one thread per (n, c) plane of grad_inp. It walks the output pixels
-// of image n in order and adds each tap's weight * g with a plain +=: the only writer of its plane, in a fixed order,
-// so the result is the same bit for bit on every run (and on any GPU). Costs: the taps of a pixel are recomputed
-// for each channel, and there are only N * C threads.
-template <int MODE>
-__device__ inline void backward_input_planes(const scalar_t* grad_out, const scalar_t* grid, scalar_t* grad_inp,
-                                             long long N, long long C, long long H, long long W, long long H_out,
-                                             long long W_out, long long padding_mode, bool align_corners,
-                                             bool channels_last) {
-    constexpr int K = Mode<MODE>::K;
-    const long long P_out = H_out * W_out;
-    const long long pixel_stride = channels_last ? C : 1, channel_stride = channels_last ? 1 : H * W;
-    const long long out_pixel_stride = channels_last ? C : 1, out_channel_stride = channels_last ? 1 : P_out;
-    const long long stride = (long long)blockDim.x * gridDim.x;
-    for (long long plane = (long long)blockIdx.x * blockDim.x + threadIdx.x; plane < N * C; plane += stride) {
-        const long long n = plane / C;
-        const long long c = plane - n * C;
-        scalar_t* target = grad_inp + n * C * H * W + c * channel_stride;
-        const scalar_t* g = grad_out + n * C * P_out + c * out_channel_stride;
-        for (long long p = 0; p < P_out; ++p) {
-            long long offset[K];
-            scalar_t weight[K], dweight_dx[K], dweight_dy[K];
-            const long long pixel = n * P_out + p;
-            pixel_taps<MODE>(grid[2 * pixel], grid[2 * pixel + 1], H, W, padding_mode, align_corners, offset, weight,
-                             dweight_dx, dweight_dy);
-            const scalar_t g_c = g[p * out_pixel_stride];
-#pragma unroll
-            for (int k = 0; k < K; ++k) {
-                if (offset[k] >= 0) target[offset[k] * pixel_stride] += weight[k] * g_c;
-            }
-        }
-    }
-}
 
-extern "C" __global__ void grid_sample_backward_input_planes(const scalar_t* grad_out, const scalar_t* grid,
-                                                             scalar_t* grad_inp, long long N, long long C, long long H,
-                                                             long long W, long long H_out, long long W_out,
-                                                             long long mode, long long padding_mode,
-                                                             long long align_corners, long long channels_last) {
-    if (mode == BILINEAR)
-        backward_input_planes<BILINEAR>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
-                                        align_corners != 0, channels_last != 0);
-    else if (mode == NEAREST)
-        backward_input_planes<NEAREST>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
-                                       align_corners != 0, channels_last != 0);
-    else
-        backward_input_planes<BICUBIC>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
-                                       align_corners != 0, channels_last != 0);
-}
-"""
-
-
-@pytest.fixture(scope="module")
-def planes_source(request):
-    # A fixed path (in pytest's cache folder), so that the host shim's build cache serves later sessions.
-    path = request.config.cache.mkdir("robustness") / "grid_sample_planes.cu"
-    text = launcher.read_source("grid_sample.cu") + PLANES_KERNEL
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return str(path)
-
-
-def planes_grad_input(source, grad_out, inp, grid, mode, padding_mode, align_corners, channels_last, target):
+def gs_gradients(grad_out, inp, grid, mode, padding_mode, align_corners, channels_last, target, need_grid=True):
     xp = backend.get_array_module(inp)
     grad_inp = xp.zeros_like(inp)
-    sizes = (inp.shape[3], inp.shape[1], inp.shape[2]) if channels_last else inp.shape[1:]
-    n, (c, h, w) = inp.shape[0], sizes
-    kernel = launcher.get_kernel(source, "grid_sample_backward_input_planes", inp.dtype, target)
-    kernel(*launcher.launch_config(n * c), (grad_out, grid, grad_inp, *(np.int64(v) for v in (n, c, h, w,
-                                                                                               *grid.shape[1:3])),
-                                          np.int64(mode), np.int64(padding_mode), np.int64(align_corners),
-                                          np.int64(channels_last)))
-    return grad_inp
-
-
-def atomic_grad_input(grad_out, inp, grid, mode, padding_mode, align_corners, channels_last, target):
-    xp = backend.get_array_module(inp)
-    grad_inp = xp.zeros_like(inp)
-    cuda_grid_sample.grid_sample_backward(grad_out, inp, grid, grad_inp, None, mode, padding_mode, align_corners,
+    grad_grid = xp.empty_like(grid) if need_grid else None
+    cuda_grid_sample.grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding_mode, align_corners,
                                           channels_last, target)
-    return grad_inp
+    return grad_inp, grad_grid
 
 
 GS_CASES = [("bilinear", "zeros", False, "NCHW"), ("bilinear", "reflection", True, "NHWC"),
@@ -231,46 +243,62 @@ def gs_arrays(layout, dtype=np.float32, seed=4):
 
 
 @pytest.mark.parametrize(("mode", "padding_mode", "align_corners", "layout"), GS_CASES)
-def test_grid_sample_planes_gradient_is_right_and_bitwise_reproducible(host, planes_source, mode, padding_mode,
-                                                                         align_corners, layout):
+def test_grid_sample_gradients_are_right_and_bitwise_reproducible_in_deterministic_mode(host, mode, padding_mode,
+                                                                                        align_corners, layout):
     reference = fuzz._load_test_module("grid_sample_reference.py")
     grad_out, inp, grid = gs_arrays(layout)
     options = (codes.MODES[mode], codes.PADDING_MODES[padding_mode], align_corners, layout == "NHWC")
     with host.parallel_blocks(4):
-        runs = [planes_grad_input(planes_source, grad_out, inp, grid, *options, "cuda-host") for _ in range(REPEATS)]
-        atomic = atomic_grad_input(grad_out, inp, grid, *options, "cuda-host")
-    for grad in runs[1:]:
-        np.testing.assert_array_equal(grad, runs[0])
-    np.testing.assert_allclose(runs[0], atomic, rtol=1e-5, atol=1e-5)
+        atomic_inp, atomic_grid = gs_gradients(grad_out, inp, grid, *options, "cuda-host")
+        with backend.deterministic():
+            runs = [gs_gradients(grad_out, inp, grid, *options, "cuda-host") for _ in range(REPEATS)]
+            inp_only, none = gs_gradients(grad_out, inp, grid, *options, "cuda-host", need_grid=False)
+    assert none is None
+    for grad_inp, grad_grid in runs[1:]:
+        np.testing.assert_array_equal(grad_inp, runs[0][0])
+        np.testing.assert_array_equal(grad_grid, runs[0][1])
+    np.testing.assert_array_equal(inp_only, runs[0][0])
+    np.testing.assert_array_equal(runs[0][1], atomic_grid)  # the same kernel, one writer per pixel, in both modes
+    np.testing.assert_allclose(runs[0][0], atomic_inp, rtol=1e-5, atol=1e-5)
     nchw = (lambda a: a.transpose(0, 3, 1, 2)) if layout == "NHWC" else (lambda a: a)
-    expected, _ = reference.grid_sample_reference_backward(nchw(inp), grid, nchw(grad_out), mode, padding_mode,
-                                                           align_corners)
-    np.testing.assert_allclose(nchw(runs[0]), expected, rtol=1e-4, atol=1e-4)
+    expected_inp, expected_grid = reference.grid_sample_reference_backward(nchw(inp), grid, nchw(grad_out), mode,
+                                                                           padding_mode, align_corners)
+    np.testing.assert_allclose(nchw(runs[0][0]), expected_inp, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(runs[0][1], expected_grid, rtol=1e-4, atol=1e-4)
+
+
+def test_grid_sample_op_uses_the_deterministic_kernel(host):
+    # Through F.grid_sample and autograd: bitwise-identical gradients run after run, equal to Numba's to rounding.
+    grad_out, inp, grid = gs_arrays("NCHW", seed=9)
+
+    def gradients():
+        x, g = sa.tensor(inp, requires_grad=True), sa.tensor(grid, requires_grad=True)
+        F.grid_sample(x, g, align_corners=True).backward(grad_out)
+        return x.grad, g.grad
+
+    with backend.use_kernels("cuda-host"), host.parallel_blocks(4), backend.deterministic():
+        runs = [gradients() for _ in range(REPEATS)]
+    numba = gradients()
+    for grad_inp, grad_grid in runs[1:]:
+        np.testing.assert_array_equal(grad_inp, runs[0][0])
+        np.testing.assert_array_equal(grad_grid, runs[0][1])
+    np.testing.assert_allclose(runs[0][0], numba[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(runs[0][1], numba[1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("mode", "padding_mode", "align_corners", "layout"), GS_CASES)
-def test_grid_sample_planes_gradient_on_the_gpu(planes_source, mode, padding_mode, align_corners, layout):
+def test_grid_sample_gradients_in_deterministic_mode_on_the_gpu(mode, padding_mode, align_corners, layout):
     cp = backend.cupy_module()
     grad_out, inp, grid = (cp.asarray(a) for a in gs_arrays(layout, seed=5))
     options = (codes.MODES[mode], codes.PADDING_MODES[padding_mode], align_corners, layout == "NHWC")
-    runs = [cp.asnumpy(planes_grad_input(planes_source, grad_out, inp, grid, *options, "cupy"))
-            for _ in range(REPEATS)]
-    atomic = [cp.asnumpy(atomic_grad_input(grad_out, inp, grid, *options, "cupy")) for _ in range(REPEATS)]
-    print(f"{mode}/{padding_mode}: atomic scatter gave {len({a.tobytes() for a in atomic})} distinct results "
-          f"in {REPEATS} runs; the planes kernel {len({r.tobytes() for r in runs})}")
-    for grad in runs[1:]:
-        np.testing.assert_array_equal(grad, runs[0])
-    np.testing.assert_allclose(runs[0], atomic[0], rtol=1e-5, atol=1e-5)
-
-
-def test_prototype_kernel_passes_the_nvrtc_gate(planes_source):
-    # The proposal must compile where the real kernels do: NVRTC with the launcher's options (float and double, as
-    # tests/kernels checks the real files; about 2 s each).
-    nvrtc = pytest.importorskip("scratchattn.kernels.cuda.nvrtc")
-    reason = getattr(nvrtc, "unavailable_reason", lambda: None)()
-    if reason:
-        pytest.skip(f"NVRTC unavailable: {reason}")
-    for dtype in (np.float32, np.float64):
-        nvrtc.compile_to_ptx(launcher.read_source(planes_source), os.path.basename(planes_source),
-                             launcher.options_for(dtype) + ("-arch=compute_90",))
+    atomic = [[cp.asnumpy(a) for a in gs_gradients(grad_out, inp, grid, *options, "cupy")] for _ in range(REPEATS)]
+    with backend.deterministic():
+        runs = [[cp.asnumpy(a) for a in gs_gradients(grad_out, inp, grid, *options, "cupy")] for _ in range(REPEATS)]
+    print(f"{mode}/{padding_mode}: atomic scatter gave {len({a[0].tobytes() for a in atomic})} distinct results "
+          f"in {REPEATS} runs; deterministic mode {len({r[0].tobytes() for r in runs})}")
+    for grad_inp, grad_grid in runs[1:]:
+        np.testing.assert_array_equal(grad_inp, runs[0][0])
+        np.testing.assert_array_equal(grad_grid, runs[0][1])
+    np.testing.assert_allclose(runs[0][0], atomic[0][0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(runs[0][1], atomic[0][1])

@@ -22,6 +22,8 @@
 //              grad_grid[n, h, w, 0]    = sum_c sum_k dweight_dx_k * g[n, c, h, w] * inp[n, c, tap_k]   (likewise y)
 //
 // grad_inp must be zeroed by the launcher. The grid gradient has one writer per pixel: no atomics, fixed order.
+// The atomicAdds make grad_inp vary in its last bits from run to run on a GPU; grid_sample_backward_input_planes (at
+// the end of the file) is the deterministic alternative the launcher uses in deterministic mode.
 //
 // Coordinates are checked with floating-point comparisons before any conversion to an integer, so NaN, Inf and huge
 // grid values never become out-of-bounds indices (converting them to an integer is undefined behaviour).
@@ -379,4 +381,58 @@ extern "C" __global__ void grid_sample_backward(const scalar_t* grad_out, const 
     else
         backward_pixels<BICUBIC>(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, padding_mode,
                                  align_corners != 0, channels_last != 0, need_grad_inp != 0, need_grad_grid != 0);
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// deterministic backward for the input: one thread per (n, c) plane of grad_inp, no atomics
+// ------------------------------------------------------------------------------------------------------------------
+
+// The thread of plane (n, c) walks the output pixels of image n in order and adds each tap's weight * g with a plain
+// +=: it is the only writer of its plane and adds in a fixed order, so grad_inp is the same bit for bit on every run
+// (and on any GPU). The launcher zeroes grad_inp and computes the grid gradient with grid_sample_backward,
+// need_grad_inp = 0. Costs: the taps of a pixel are recomputed for each channel, and there are only N * C threads.
+template <int MODE>
+__device__ inline void backward_input_planes(const scalar_t* grad_out, const scalar_t* grid, scalar_t* grad_inp,
+                                             long long N, long long C, long long H, long long W, long long H_out,
+                                             long long W_out, long long padding_mode, bool align_corners,
+                                             bool channels_last) {
+    constexpr int K = Mode<MODE>::K;
+    const long long P_out = H_out * W_out;
+    const long long pixel_stride = channels_last ? C : 1, channel_stride = channels_last ? 1 : H * W;
+    const long long out_pixel_stride = channels_last ? C : 1, out_channel_stride = channels_last ? 1 : P_out;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long plane = (long long)blockIdx.x * blockDim.x + threadIdx.x; plane < N * C; plane += stride) {
+        const long long n = plane / C;
+        const long long c = plane - n * C;
+        scalar_t* target = grad_inp + n * C * H * W + c * channel_stride;
+        const scalar_t* g = grad_out + n * C * P_out + c * out_channel_stride;
+        for (long long p = 0; p < P_out; ++p) {
+            long long offset[K];
+            scalar_t weight[K], dweight_dx[K], dweight_dy[K];
+            const long long pixel = n * P_out + p;
+            pixel_taps<MODE>(grid[2 * pixel], grid[2 * pixel + 1], H, W, padding_mode, align_corners, offset, weight,
+                             dweight_dx, dweight_dy);
+            const scalar_t g_c = g[p * out_pixel_stride];
+#pragma unroll
+            for (int k = 0; k < K; ++k) {
+                if (offset[k] >= 0) target[offset[k] * pixel_stride] += weight[k] * g_c;
+            }
+        }
+    }
+}
+
+extern "C" __global__ void grid_sample_backward_input_planes(const scalar_t* grad_out, const scalar_t* grid,
+                                                             scalar_t* grad_inp, long long N, long long C, long long H,
+                                                             long long W, long long H_out, long long W_out,
+                                                             long long mode, long long padding_mode,
+                                                             long long align_corners, long long channels_last) {
+    if (mode == BILINEAR)
+        backward_input_planes<BILINEAR>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
+                                        align_corners != 0, channels_last != 0);
+    else if (mode == NEAREST)
+        backward_input_planes<NEAREST>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
+                                       align_corners != 0, channels_last != 0);
+    else
+        backward_input_planes<BICUBIC>(grad_out, grid, grad_inp, N, C, H, W, H_out, W_out, padding_mode,
+                                       align_corners != 0, channels_last != 0);
 }

@@ -5,6 +5,12 @@ Numba twin ``kernels/cpu/grid_sample.py``, plus ``target``.
 arrays, the same source compiled for the CPU by the host shim). The arrays arrive C-contiguous and of one floating
 dtype, already validated by ``functional/grid_sample.py``: these functions only size the launches (one thread per
 output pixel) and pass every scalar with an explicit NumPy type (``long long`` = int64).
+
+The input gradient is a scatter (``atomicAdd``: output pixels share taps), whose order of additions varies from run
+to run on a GPU. In deterministic mode (``backend.deterministic_algorithms_enabled()``) it comes instead from
+``grid_sample_backward_input_planes``, one thread per (n, c) plane adding in a fixed order: bitwise reproducible,
+slower (N * C threads, the taps recomputed per channel). The grid gradient has one writer per pixel either way. The
+Numba twin needs no such mode: it is deterministic as it is.
 """
 
 from __future__ import annotations
@@ -53,8 +59,17 @@ def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding
         grad_inp = xp.empty(1, dtype=inp.dtype)
     if not need_grad_grid:
         grad_grid = xp.empty(1, dtype=grid.dtype)
+    options = (np.int64(mode), np.int64(padding_mode), np.int64(bool(align_corners)), np.int64(bool(channels_last)))
+    planes = need_grad_inp and backend.deterministic_algorithms_enabled()
+    if planes:  # deterministic mode: grad_inp from the planes kernel, no atomics
+        kern = get_kernel(SOURCE, "grid_sample_backward_input_planes", inp.dtype, target)
+        n_planes = inp.shape[0] * (inp.shape[3] if channels_last else inp.shape[1])  # N * C
+        blocks, threads = launch_config(n_planes)
+        kern(blocks, threads, (grad_out, grid, grad_inp, *_sizes(inp, grid, channels_last), *options))
+        if not need_grad_grid:
+            return
+        grad_inp = xp.empty(1, dtype=inp.dtype)  # the pixels kernel below then computes only grad_grid
     kern = get_kernel(SOURCE, "grid_sample_backward", inp.dtype, target)
     blocks, threads = launch_config(total)
-    kern(blocks, threads, (grad_out, inp, grid, grad_inp, grad_grid, *_sizes(inp, grid, channels_last),
-                           np.int64(mode), np.int64(padding_mode), np.int64(bool(align_corners)),
-                           np.int64(bool(channels_last)), np.int64(need_grad_inp), np.int64(need_grad_grid)))
+    kern(blocks, threads, (grad_out, inp, grid, grad_inp, grad_grid, *_sizes(inp, grid, channels_last), *options,
+                           np.int64(need_grad_inp and not planes), np.int64(need_grad_grid)))

@@ -6,12 +6,20 @@ arrays, the same source compiled for the CPU by the host shim). The big arrays a
 (N, C, HW) for ``*_nchw`` and (N, HW, C) for ``*_nhwc``, of one floating dtype, already validated by
 ``functional/squeeze_excitation.py``. These functions size the launches, zero the outputs the kernels accumulate
 into with atomicAdd, and pass every scalar as ``np.int64`` (``long long``).
+
+The two reductions (``se_squeeze_*``, ``se_backward_reduce_*``) add partial sums into each output with atomicAdd,
+whose order varies from run to run on a GPU. In deterministic mode (``backend.deterministic_algorithms_enabled()``)
+they are launched with one writer per output instead, with no kernel change: ``lanes = 1`` (NCHW: one thread per
+plane) and ``pixel_block = hw`` (NHWC: one pixel block per sample), so each atomicAdd adds to the zero the launcher
+wrote and the result is the same bit for bit on every run. The cost is parallelism: N * C threads. The Numba twin is
+deterministic as it is.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ... import backend
 from .launcher import get_kernel, launch_config
 
 SOURCE = "squeeze_excitation.cu"
@@ -31,20 +39,27 @@ def nchw_lanes(n_batch: int, channels: int, hw: int) -> int:
     return lanes
 
 
-def _launch_nchw(name, arrays, shape, target):
+def _launch_nchw(name, arrays, shape, target, reduction=False):
     n_batch, channels, hw = shape
-    lanes = nchw_lanes(n_batch, channels, hw)
+    if reduction and backend.deterministic_algorithms_enabled():
+        lanes = 1  # one writer per output: deterministic
+    else:
+        lanes = nchw_lanes(n_batch, channels, hw)
     kern = get_kernel(SOURCE, name, arrays[0].dtype, target)
     blocks, threads = launch_config(n_batch * channels * lanes)
     kern(blocks, threads, (*arrays, np.int64(n_batch), np.int64(channels), np.int64(hw), np.int64(lanes)))
 
 
-def _launch_nhwc(name, arrays, shape, target):
+def _launch_nhwc(name, arrays, shape, target, reduction=False):
     n_batch, hw, channels = shape
-    n_blocks = (hw + PIXEL_BLOCK - 1) // PIXEL_BLOCK
+    if reduction and backend.deterministic_algorithms_enabled():
+        pixel_block = hw  # one pixel block per sample, so one writer per output: deterministic
+    else:
+        pixel_block = PIXEL_BLOCK
+    n_blocks = (hw + pixel_block - 1) // pixel_block
     kern = get_kernel(SOURCE, name, arrays[0].dtype, target)
     blocks, threads = launch_config(n_batch * n_blocks * channels)
-    kern(blocks, threads, (*arrays, np.int64(n_batch), np.int64(hw), np.int64(channels), np.int64(PIXEL_BLOCK)))
+    kern(blocks, threads, (*arrays, np.int64(n_batch), np.int64(hw), np.int64(channels), np.int64(pixel_block)))
 
 
 # =================================================================================================================
@@ -56,14 +71,14 @@ def se_squeeze_nchw(x, z, target):
     """z (N, C) = mean over p of x (N, C, HW)."""
     z.fill(0)  # the kernel adds partial sums into z
     if x.size:
-        _launch_nchw("se_squeeze_nchw", (x, z), x.shape, target)
+        _launch_nchw("se_squeeze_nchw", (x, z), x.shape, target, reduction=True)
 
 
 def se_squeeze_nhwc(x, z, target):
     """z (N, C) = mean over p of x (N, HW, C)."""
     z.fill(0)
     if x.size:
-        _launch_nhwc("se_squeeze_nhwc", (x, z), x.shape, target)
+        _launch_nhwc("se_squeeze_nhwc", (x, z), x.shape, target, reduction=True)
 
 
 def se_scale_nchw(x, s, y, target):
@@ -87,14 +102,14 @@ def se_backward_reduce_nchw(g, x, ds, target):
     """ds (N, C) = sum over p of g * x, for g, x (N, C, HW)."""
     ds.fill(0)
     if x.size:
-        _launch_nchw("se_backward_reduce_nchw", (g, x, ds), x.shape, target)
+        _launch_nchw("se_backward_reduce_nchw", (g, x, ds), x.shape, target, reduction=True)
 
 
 def se_backward_reduce_nhwc(g, x, ds, target):
     """ds (N, C) = sum over p of g * x, for g, x (N, HW, C)."""
     ds.fill(0)
     if x.size:
-        _launch_nhwc("se_backward_reduce_nhwc", (g, x, ds), x.shape, target)
+        _launch_nhwc("se_backward_reduce_nhwc", (g, x, ds), x.shape, target, reduction=True)
 
 
 def se_backward_input_nchw(g, s, dz_hw, dx, target):
