@@ -136,8 +136,9 @@ def grid_sample(input, grid, mode: str = "bilinear", padding_mode: str = "zeros"
     * "border", "reflection" with bilinear or nearest: as PyTorch, NaN samples the first pixel of its axis; +-Inf
       and +-1e30 clip to the edge pixels ("border"); +-Inf reflect to NaN, hence the first pixel ("reflection"),
       and a huge finite value is folded into the image exactly (fmod). The gradient of a clipped coordinate is 0.
-    * "border", "reflection" with bicubic: the weights are polynomials in ix - floor(ix), which is NaN for NaN and
-      +-Inf, so the output is NaN there, as in PyTorch.
+    * "border", "reflection" with bicubic: not the first pixel with gradient 0 as above. The weights are
+      polynomials in ix - floor(ix), which is NaN for NaN and +-Inf, so the output is NaN there, and so are the
+      gradients (the grid's at that point, the input's at its taps), as in PyTorch.
 
     Example::
 
