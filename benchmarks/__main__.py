@@ -60,6 +60,9 @@ def parse_args(argv=None):
                    help="set OMP_WAIT_POLICY for both OpenMP runtimes (Numba's and PyTorch's) before they load; "
                         "passive stops idle threads spinning, which on a busy machine stalls parallel regions "
                         "(default: the runtimes' own policy)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop starting new cases after this many seconds and record the rest as not run (default: "
+                        "no limit; 80 with --gpu, so that scripts/gpu_check.sh gets a table within its budget)")
     p.add_argument("--retries", type=int, default=2,
                    help="time rows measured during a stall again, after waiting for quiet cores (CPU; not --quick)")
     p.add_argument("--sections", default=None,
@@ -91,6 +94,8 @@ def parse_args(argv=None):
         args.docs = None
     if args.threads < 1:
         p.error(f"--threads must be >= 1; got {args.threads}")
+    if args.max_seconds is None and args.gpu:
+        args.max_seconds = 80.0
     return args
 
 
@@ -152,15 +157,28 @@ def wait_for_quiet(timeout_s: float) -> bool:
         time.sleep(5)
 
 
+def out_of_time(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
+
+
+def not_run_row(case: ops.Case) -> dict:
+    return {"name": case.name, "op": case.op, "variant": case.variant, "direction": case.direction,
+            "shape": case.shape, "target": case.target, "twin_target": case.twin_target,
+            "gpu_target": case.gpu_target, "gpu_floor_target": case.gpu_floor_target,
+            "unavailable": "not run: the --max-seconds budget was spent"}
+
+
 def run_ops(cases, env, profile, bandwidth, probe: bool = False, retries: int = 0,
-            quiet_timeout_s: float = 120) -> list[dict]:
+            quiet_timeout_s: float = 120, deadline: float | None = None) -> list[dict]:
     """Time every case; with ``probe`` (CPU), probe for stalls right after each (harness.parallel_stall_probe) and
     mark the row noisy when the probe's stall exceeds 3. Noisy rows are timed again up to ``retries`` times, each
     time after waiting for the cores to be quiet; the least noisy attempt is kept (``attempts`` counts them)."""
-    rows = [_timed_row(case, env, profile, bandwidth, probe, k, len(cases)) for k, case in enumerate(cases, 1)]
+    rows = [not_run_row(case) if out_of_time(deadline) else _timed_row(case, env, profile, bandwidth, probe, k,
+                                                                        len(cases))
+            for k, case in enumerate(cases, 1)]
     for attempt in range(2, retries + 2):
         noisy = [k for k, row in enumerate(rows) if row.get("noisy")]
-        if not noisy:
+        if not noisy or out_of_time(deadline):
             break
         quiet = wait_for_quiet(quiet_timeout_s)
         print(f"retry {attempt - 1}/{retries}: {len(noisy)} noisy rows"
@@ -361,22 +379,35 @@ def main(argv=None) -> int:
               flush=True)
     results = {
         "kind": kind, "quick": args.quick, "partial": args.partial,
-        "noisy": load > 0.5 * (1 if args.gpu else args.threads) or stall["stall"] > 3,
+        # A GPU run's kernels do not wait on CPU threads: the CPU load does not make it noisy.
+        "noisy": not args.gpu and (load > 0.5 * args.threads or stall["stall"] > 3),
         "stall_probe": stall,
         "meta": meta, "threads": threads, "bandwidth": bandwidth, "torch_missing_reason": torch_reason,
         "settings": dict(zip(("warmup", "rounds", "min_rounds", "budget_s", "min_sample_s"), profile),
                          filters=args.filter, sections=args.sections, seed=args.seed),
         "cases": [],
     }
+    deadline = None if args.max_seconds is None else time.perf_counter() + args.max_seconds
+    if args.gpu:  # the rows with GPU targets first, in case the time budget ends the run early
+        cases = sorted(cases, key=lambda c: c.gpu_target is None)
+    skipped = []
     if "ops" in args.sections:
         results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"], probe=not args.gpu,
-                                   retries=0 if args.quick else args.retries)
-    if "scaling" in args.sections:
-        results["scaling"], results["scaling_fits"] = run_scaling(env, profile)
-    if "memory" in args.sections and not args.gpu:
-        results["memory"] = run_memory()
-    if "compile" in args.sections:
-        results["first_call"], results["cuda_compile"] = run_compile(env.device)
+                                   retries=0 if args.quick else args.retries, deadline=deadline)
+    for section in ("scaling", "memory", "compile"):
+        if section not in args.sections or (section == "memory" and args.gpu):
+            continue
+        if out_of_time(deadline):
+            skipped.append(section)
+        elif section == "scaling":
+            results["scaling"], results["scaling_fits"] = run_scaling(env, profile)
+        elif section == "memory":
+            results["memory"] = run_memory()
+        else:
+            results["first_call"], results["cuda_compile"] = run_compile(env.device)
+    if skipped:
+        results["sections_skipped"] = skipped
+        print(f"not run (--max-seconds {args.max_seconds:g} spent): {', '.join(skipped)}", flush=True)
     results["seconds"] = time.perf_counter() - started
     try:
         results["meta"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]

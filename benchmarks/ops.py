@@ -186,7 +186,7 @@ def affine_grid_case(n: int, h: int, w: int, direction: str, target: float | Non
     def build(env: Env) -> Built:
         rng = env.rng(1)
         theta_np = random_theta(rng, n)
-        upstream_np = rng.standard_normal((n, h, w, 2)).astype(DTYPE)
+        upstream_np = rng.standard_normal((n, h, w, 2), dtype=DTYPE)
         size = (n, 1, h, w)
         bwd = direction == "fwd+bwd"
         theta = env.tensor(theta_np, requires_grad=bwd)
@@ -224,10 +224,10 @@ def grid_sample_case(n: int, c: int, h: int, w: int, h_out: int, w_out: int, mod
     def build(env: Env) -> Built:
         grid_sample = _grid_sample_op()
         rng = env.rng(2)
-        x_nchw = rng.standard_normal((n, c, h, w)).astype(DTYPE)
+        x_nchw = rng.standard_normal((n, c, h, w), dtype=DTYPE)
         # Transforms a little wider than the identity, so some points fall outside and the padding mode matters.
         grid_np = numpy_affine_grid(random_theta(rng, n, spread=1.3), h_out, w_out)
-        g_nchw = rng.standard_normal((n, c, h_out, w_out)).astype(DTYPE)
+        g_nchw = rng.standard_normal((n, c, h_out, w_out), dtype=DTYPE)
         nhwc = layout == "NHWC"
         x_np = x_nchw.transpose(0, 2, 3, 1) if nhwc else x_nchw
         g_np = g_nchw.transpose(0, 2, 3, 1) if nhwc else g_nchw
@@ -264,8 +264,8 @@ def se_case(n: int, c: int, h: int, w: int, layout: str, direction: str, reducti
 
     def build(env: Env) -> Built:
         rng = env.rng(3)
-        x_nchw = rng.standard_normal((n, c, h, w)).astype(DTYPE)
-        g_nchw = rng.standard_normal((n, c, h, w)).astype(DTYPE)
+        x_nchw = rng.standard_normal((n, c, h, w), dtype=DTYPE)
+        g_nchw = rng.standard_normal((n, c, h, w), dtype=DTYPE)
         bound1, bound2 = 1 / math.sqrt(c), 1 / math.sqrt(hidden)
         params_np = [rng.uniform(-bound1, bound1, (hidden, c)), rng.uniform(-bound1, bound1, hidden),
                      rng.uniform(-bound2, bound2, (c, hidden)), rng.uniform(-bound2, bound2, c)]
@@ -310,7 +310,7 @@ def sdpa_case(batch: tuple[int, ...], length: int, dim: int, direction: str) -> 
     def build(env: Env) -> Built:
         rng = env.rng(4)
         shape = (*batch, length, dim)
-        q_np, k_np, v_np, g_np = (rng.standard_normal(shape).astype(DTYPE) for _ in range(4))
+        q_np, k_np, v_np, g_np = (rng.standard_normal(shape, dtype=DTYPE) for _ in range(4))
         bwd = direction == "fwd+bwd"
         q, k, v = (env.tensor(a, requires_grad=bwd) for a in (q_np, k_np, v_np))
 
@@ -567,9 +567,9 @@ def memory_cases() -> list[MemoryCase]:
             rng = np.random.default_rng(6)
             n, c, h, w = 8, 64, 128, 128
             shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
-            x = sa.tensor(rng.standard_normal(shape).astype(DTYPE), requires_grad=True)
+            x = sa.tensor(rng.standard_normal(shape, dtype=DTYPE), requires_grad=True)
             grid = sa.tensor(numpy_affine_grid(random_theta(rng, n, 1.3), h, w), requires_grad=True)
-            g = rng.standard_normal(shape).astype(DTYPE)
+            g = rng.standard_normal(shape, dtype=DTYPE)
 
             def run():
                 y = grid_sample(x, grid, layout=layout)
@@ -584,10 +584,10 @@ def memory_cases() -> list[MemoryCase]:
             rng = np.random.default_rng(7)
             n, c, h, w, hidden = 8, 64, 128, 128, 4
             shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
-            x = sa.tensor(rng.standard_normal(shape).astype(DTYPE), requires_grad=True)
+            x = sa.tensor(rng.standard_normal(shape, dtype=DTYPE), requires_grad=True)
             params = [sa.tensor((rng.standard_normal(s) * 0.1).astype(DTYPE), requires_grad=True)
                       for s in ((hidden, c), (hidden,), (c, hidden), (c,))]
-            g = rng.standard_normal(shape).astype(DTYPE)
+            g = rng.standard_normal(shape, dtype=DTYPE)
 
             def run():
                 y = op(x, *params, layout=layout)
@@ -600,7 +600,7 @@ def memory_cases() -> list[MemoryCase]:
     def affine_setup():
         rng = np.random.default_rng(8)
         theta = sa.tensor(random_theta(rng, 32), requires_grad=True)
-        g = rng.standard_normal((32, 128, 128, 2)).astype(DTYPE)
+        g = rng.standard_normal((32, 128, 128, 2), dtype=DTYPE)
 
         def run():
             grid = F.affine_grid(theta, (32, 1, 128, 128))
