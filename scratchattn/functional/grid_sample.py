@@ -59,7 +59,12 @@ class GridSample(Function):
         self.align_corners, self.channels_last = align_corners, channels_last
 
     def _options(self):
-        return self.mode, self.padding_mode, self.align_corners, self.channels_last
+        return self.mode, self.padding_mode, self.align_corners, self.kernel_channels_last
+
+    @staticmethod
+    def _planar(a):
+        """An (N, H, W, 1) array seen as (N, 1, H, W): with one channel, NHWC and NCHW are the same bytes."""
+        return None if a is None else a.reshape(a.shape[0], 1, a.shape[1], a.shape[2])
 
     def forward(self, inp, grid):
         xp = backend.get_array_module(inp)
@@ -71,10 +76,14 @@ class GridSample(Function):
         else:
             out = xp.empty((n, inp.shape[1], h_out, w_out), dtype=inp.dtype)
         self.path = backend.kernel_path(inp)
+        # One channel: run the planar (NCHW) loops, which are faster for C = 1 than the pixel-vector ones.
+        self.one_channel_nhwc = self.channels_last and inp.shape[3] == 1
+        self.kernel_channels_last = self.channels_last and not self.one_channel_nhwc
+        inp_k, out_k = (self._planar(inp), self._planar(out)) if self.one_channel_nhwc else (inp, out)
         if self.path == "numba":
-            cpu_kernels.grid_sample_forward(inp, grid, out, *self._options())
+            cpu_kernels.grid_sample_forward(inp_k, grid, out_k, *self._options())
         else:
-            _cuda_kernels().grid_sample_forward(inp, grid, out, *self._options(), target=self.path)
+            _cuda_kernels().grid_sample_forward(inp_k, grid, out_k, *self._options(), target=self.path)
         self.save_for_backward(inp, grid)
         return out
 
@@ -86,11 +95,14 @@ class GridSample(Function):
         grad_grid = xp.empty_like(grid) if self.needs_input_grad[1] else None
         if grad_inp is None and grad_grid is None:
             return None, None
+        arrays = (grad_out, inp, grid, grad_inp, grad_grid)
+        if self.one_channel_nhwc:
+            p = self._planar
+            arrays = (p(grad_out), p(inp), grid, p(grad_inp), grad_grid)
         if self.path == "numba":
-            cpu_kernels.grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, *self._options())
+            cpu_kernels.grid_sample_backward(*arrays, *self._options())
         else:
-            _cuda_kernels().grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, *self._options(),
-                                                 target=self.path)
+            _cuda_kernels().grid_sample_backward(*arrays, *self._options(), target=self.path)
         return grad_inp, grad_grid
 
 
