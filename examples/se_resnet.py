@@ -112,7 +112,7 @@ def plot_excitation(by_class: dict, out: str) -> str:
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("mean excitation")
     np.atleast_1d(axes)[-1].legend(fontsize=6, ncol=2, loc="lower right")
-    fig.suptitle("SE-ResNet-20: mean excitation per channel, per class, at the end of each stage", fontsize=10)
+    fig.suptitle("SE-ResNet-20: mean excitation per channel, per class, at the end of each stage", fontsize=10, y=1.03)
     return C.save_figure(fig, out, "excitation.png")
 
 

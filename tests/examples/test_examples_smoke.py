@@ -230,3 +230,43 @@ def test_distort_is_seeded_and_keeps_dtype(kind):
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, C.distort(images, kind, np.random.default_rng(6)))
     assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1 + 1e-6
+
+
+def write_fake_mnist(path, n_train: int = 40, n_test: int = 20) -> None:
+    rng = np.random.default_rng(7)
+    np.savez(path, x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+             y_train=np.arange(n_train) % 10, x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+             y_test=np.arange(n_test) % 10)
+
+
+def test_mnist_file_is_read_and_scaled(tmp_path):
+    path = tmp_path / "mnist.npz"
+    write_fake_mnist(path)
+    data = C.load_mnist(str(path))
+    assert data.x_train.shape == (40, 1, 28, 28) and data.x_test.shape == (20, 1, 28, 28)
+    assert data.x_train.dtype == np.float32 and data.x_train.max() <= 1.0
+    with np.load(path) as raw:
+        np.testing.assert_array_equal(data.x_train[:, 0], raw["x_train"] / np.float32(255))
+        np.testing.assert_array_equal(data.y_test, raw["y_test"])
+
+
+def test_mnist_bad_files_are_refused_by_name(tmp_path):
+    with pytest.raises(SystemExit, match="no file"):
+        C.load_mnist(str(tmp_path / "missing.npz"))
+    np.savez(tmp_path / "partial.npz", x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(SystemExit, match="y_train"):
+        C.load_mnist(str(tmp_path / "partial.npz"))
+    np.savez(tmp_path / "shape.npz", x_train=np.zeros((2, 32, 32), np.uint8), y_train=np.zeros(2),
+             x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.zeros(2))
+    with pytest.raises(SystemExit, match="x_train must be"):
+        C.load_mnist(str(tmp_path / "shape.npz"))
+
+
+def test_smoke_run_on_a_local_mnist_file(tmp_path):
+    path = tmp_path / "mnist.npz"
+    write_fake_mnist(path)
+    result = run_example("stn_digits", tmp_path / "out", "--mnist", str(path), "--distortion", "P")
+    assert "MNIST" in result.stdout
+    with open(tmp_path / "out" / C.SUMMARY_NAME) as f:
+        summary = json.load(f)
+    assert summary["train_images"] == 40 and summary["distortion"] == "P"
