@@ -588,6 +588,10 @@ def write_summary(out: str, summary: dict) -> str:
     return path
 
 
+def smoke_note(args) -> str:
+    return "  (--smoke: a few batches only; these numbers mean nothing)" if args.smoke else ""
+
+
 def percent(x: float) -> str:
     return f"{100 * x:.2f}%"
 

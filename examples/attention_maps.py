@@ -200,7 +200,7 @@ def main(argv=None) -> dict | None:
 
     print()
     print(f"Test error on {args.distortion}-distorted digits ({len(x_test)} images), {args.epochs} epochs, "
-          f"{seconds:.0f} s on {args.device}:")
+          f"{seconds:.0f} s on {args.device}:{C.smoke_note(args)}")
     print(f"  {'model':<16} {'params':>8} {'test error':>11}")
     for r in runs:
         print(f"  {r.label:<16} {C.count_parameters(r.model):>8,} {C.percent(errors[r.name]):>11}")

@@ -43,10 +43,11 @@ EXAMPLES = {
 }
 
 
-def run_example(name: str, out, *extra: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
+def run_example(name: str, out, *extra: str, expect_ok: bool = True, env: dict | None = None):
     cmd = [sys.executable, os.path.join(EXAMPLES_DIR, f"{name}.py"), "--smoke", "--no-progress", "--out", str(out),
            *extra]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, **(env or {})})
     if expect_ok:
         assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -113,6 +114,21 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
         summary_split = json.load(f)
     for key in ("cnn_test_error", "stcnn_test_error", "transforms"):
         assert summary_split[key] == summary_whole[key], key
+
+
+def test_smoke_run_through_the_cuda_kernels_matches_numba(tmp_path):
+    """SCRATCHATTN_KERNELS=cuda-host runs the .cu kernels (grid sampling, affine grid) on the CPU: training
+    through them must land where training through the Numba kernels does, to float32 rounding."""
+    from scratchattn.kernels.cuda import host
+
+    reason = host.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"cuda-host kernel path unavailable: {reason}")
+    run_example("stn_digits", tmp_path / "numba", env={"SCRATCHATTN_KERNELS": "numba"})
+    run_example("stn_digits", tmp_path / "cuda", env={"SCRATCHATTN_KERNELS": "cuda-host"})
+    expected, got = checkpoint_arrays(tmp_path / "numba"), checkpoint_arrays(tmp_path / "cuda")
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, atol=1e-6, err_msg=str(key))
 
 
 def test_resume_without_checkpoint_says_so(tmp_path):
