@@ -11,7 +11,7 @@ scaled and placed somewhere in a larger canvas, so there is something to find):
   is the attention each pixel *receives*, averaged over all query pixels, and ``gamma`` says how much of the
   block's output the network chose to use.
 
-    python examples/attention_maps.py                      # the default budget (about a minute on a 2-core CPU)
+    python examples/attention_maps.py                      # the default budget (under 2 minutes on a 2-core CPU)
     python examples/attention_maps.py --device cuda --epochs 40
 
 Outputs in ``--out`` (default ``runs/attention_maps``): ``summary.json``, ``attention_maps.png``,
@@ -34,7 +34,7 @@ import scratchattn as sa  # noqa: E402
 from scratchattn import backend, nn, optim  # noqa: E402
 from scratchattn import functional as F  # noqa: E402
 
-DEFAULT_EPOCHS = 12
+DEFAULT_EPOCHS = 20
 DEFAULT_BATCH = 64
 DEFAULT_LR = 0.05
 WIDTHS = (16, 32, 64)
