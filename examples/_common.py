@@ -42,7 +42,9 @@ R_MAX_DEGREES = 90.0
 RTS_MAX_DEGREES = 45.0
 RTS_SCALE = (0.7, 1.2)
 RTS_CANVAS = 42
-# P: the digit is shrunk to 0.75 of the frame and each of its four corners moved by Gaussian noise (pixels).
+# P and E follow the paper's recipes (shrink the digit to 0.75 of the frame, then perturb corners or control points
+# with Gaussian noise); the noise levels are this project's choice, set so that the digits stay readable at 28x28.
+# P: each of the digit's four corners moved by Gaussian noise (pixels).
 P_SCALE = 0.75
 P_CORNER_STD = 3.0
 # E: a thin-plate spline through a 4x4 grid of control points over the 0.75-scaled digit, each moved by Gaussian
