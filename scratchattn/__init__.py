@@ -4,7 +4,7 @@
     from scratchattn import functional as F, nn, optim
 """
 
-from . import backend, cuda, functional, models, nn, optim  # noqa: E402 - after the autograd names they use
+from . import backend, cuda, functional, models, nn, optim
 from .autograd import Function, GradcheckError, Tensor, enable_grad, gradcheck, is_grad_enabled, no_grad, tensor
 from .backend import use_deterministic_algorithms
 from .random import manual_seed
