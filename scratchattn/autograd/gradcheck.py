@@ -30,7 +30,8 @@ def _as_outputs(result):
     return [o for o in outs if isinstance(o, Tensor) and o.dtype.kind == "f"]
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3, seed: int = 0) -> bool:
+def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3, seed: int = 0,
+              params=()) -> bool:
     """Check the gradient of ``fn(*inputs)`` w.r.t. every input Tensor with ``requires_grad``.
 
     ``inputs`` is a sequence (or a single Tensor); items that are not Tensors are passed through unchanged.
@@ -38,6 +39,11 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     differences in float32 are dominated by rounding. Returns True, or raises :class:`GradcheckError` naming the
     input, the worst element, the analytic and the numerical value. An element passes when
     ``|analytic - numerical| <= atol + rtol * |numerical|``.
+
+    ``params`` are Tensors that ``fn`` reads without taking them as arguments, such as a module's parameters:
+    ``gradcheck(block, [x], params=block.named_parameters())`` after ``block.double()``. They are perturbed in
+    place (and restored), so they must already be float64; Tensors or ``(name, Tensor)`` pairs are accepted, and
+    the name appears in the error. Their ``.grad`` is left as it was.
     """
     if isinstance(inputs, Tensor):
         inputs = (inputs,)
@@ -49,8 +55,19 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             inputs[i] = Tensor(data, requires_grad=x.requires_grad)
             if x.requires_grad:
                 checked.append(i)
-    if not checked:
+    named_params = []
+    for k, item in enumerate(params):
+        name, p = item if isinstance(item, tuple) else (f"params[{k}]", item)
+        if not isinstance(p, Tensor) or p.dtype != np.float64:
+            raise TypeError(f"gradcheck: parameter {name} must be a float64 Tensor (call module.double() first); "
+                            f"got {getattr(p, 'dtype', type(p).__name__)}")
+        if p.requires_grad:
+            named_params.append((f"parameter {name}", p))
+    if not checked and not named_params:
         raise ValueError("gradcheck: no input Tensor has requires_grad=True, so there is nothing to check")
+    saved_grads = [p.grad for _, p in named_params]
+    for _, p in named_params:
+        p.grad = None
 
     with enable_grad():
         outputs = _as_outputs(fn(*inputs))
@@ -76,31 +93,41 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             outs = _as_outputs(fn(*inputs))
         return sum(float((o.data.astype(np.float64) * v).sum()) for o, v in zip(outs, cotangents))
 
-    for i in checked:
-        x = inputs[i]
-        analytic = x.grad if x.grad is not None else backend.get_array_module(x.data).zeros_like(x.data)
-        analytic = backend.to_numpy(analytic).astype(np.float64).ravel()
-        numeric = np.empty_like(analytic)
-        flat = x.data.reshape(-1)  # a view: perturbing it perturbs the input
-        for k in range(flat.size):
-            original = flat[k].item()
-            flat[k] = original + eps
-            plus = objective()
-            flat[k] = original - eps
-            minus = objective()
-            flat[k] = original
-            numeric[k] = (plus - minus) / (2 * eps)
-        error = np.abs(analytic - numeric)
-        allowed = atol + rtol * np.abs(numeric)
-        bad = ~(error <= allowed)  # also catches NaN
-        if bad.any():
-            k = int(np.argmax(np.where(bad, error - allowed, -np.inf)) if not np.isnan(error).any()
-                    else np.flatnonzero(np.isnan(error))[0])
-            where = np.unravel_index(k, x.shape) if x.shape else ()
-            raise GradcheckError(
-                f"gradcheck failed for input {i} (shape {x.shape}): {int(bad.sum())} of {bad.size} elements "
-                f"disagree; worst at index {tuple(int(j) for j in where)}: analytic {analytic[k]:.10g}, "
-                f"numerical {numeric[k]:.10g}, |difference| {error[k]:.3g} > atol + rtol*|numerical| = "
-                f"{allowed[k]:.3g}"
-            )
+    try:
+        for label, x in [(f"input {i}", inputs[i]) for i in checked] + named_params:
+            _compare(label, x, objective, eps, atol, rtol)
+    finally:
+        for (_, p), grad in zip(named_params, saved_grads):
+            p.grad = grad
     return True
+
+
+def _compare(label, x, objective, eps, atol, rtol):
+    """Central differences of ``objective`` over every element of ``x`` against ``x.grad``; raise on mismatch."""
+    analytic = x.grad if x.grad is not None else backend.get_array_module(x.data).zeros_like(x.data)
+    analytic = backend.to_numpy(analytic).astype(np.float64).ravel()
+    numeric = np.empty_like(analytic)
+    xp = backend.get_array_module(x.data)
+    x.data = xp.ascontiguousarray(x.data)  # no copy when contiguous; reshape(-1) below must be a view
+    flat = x.data.reshape(-1)  # a view: perturbing it perturbs the tensor fn reads
+    for k in range(flat.size):
+        original = flat[k].item()
+        flat[k] = original + eps
+        plus = objective()
+        flat[k] = original - eps
+        minus = objective()
+        flat[k] = original
+        numeric[k] = (plus - minus) / (2 * eps)
+    error = np.abs(analytic - numeric)
+    allowed = atol + rtol * np.abs(numeric)
+    bad = ~(error <= allowed)  # also catches NaN
+    if bad.any():
+        k = int(np.argmax(np.where(bad, error - allowed, -np.inf)) if not np.isnan(error).any()
+                else np.flatnonzero(np.isnan(error))[0])
+        where = np.unravel_index(k, x.shape) if x.shape else ()
+        raise GradcheckError(
+            f"gradcheck failed for {label} (shape {x.shape}): {int(bad.sum())} of {bad.size} elements "
+            f"disagree; worst at index {tuple(int(j) for j in where)}: analytic {analytic[k]:.10g}, "
+            f"numerical {numeric[k]:.10g}, |difference| {error[k]:.3g} > atol + rtol*|numerical| = "
+            f"{allowed[k]:.3g}"
+        )

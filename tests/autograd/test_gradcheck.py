@@ -109,3 +109,28 @@ def test_gradcheck_sees_a_missing_gradient_as_zero():
     b = sa.tensor(np.array([2.0]), requires_grad=True)
     with pytest.raises(sa.GradcheckError, match="input 1"):
         sa.gradcheck(lambda p, q: DropsB()(p, q), [a, b])
+
+
+def test_gradcheck_checks_parameters_a_function_reads_implicitly():
+    """params=: tensors fn closes over (a module's parameters) are checked in place; a wrong gradient is named."""
+    rng = np.random.default_rng(5)
+    w = sa.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    w.grad = np.full((3, 4), 7.0)  # an earlier gradient: gradcheck must leave it as it was
+    x = sa.tensor(rng.standard_normal((2, 4)), requires_grad=True)
+    assert sa.gradcheck(lambda t: t @ w.transpose(0, 1), [x], params=[("weight", w)])
+    np.testing.assert_array_equal(w.grad, np.full((3, 4), 7.0))
+
+    class HalfGradient(sa.Function):  # y = a * x with the gradient for a off by a factor of two
+        def forward(self, a, x):
+            self.save_for_backward(a, x)
+            return a * x
+
+        def backward(self, g):
+            a, x = self.saved_arrays
+            return 0.5 * g * x, g * a
+
+    a = sa.tensor(rng.standard_normal(5), requires_grad=True)
+    with pytest.raises(sa.GradcheckError, match=r"parameter scale \(shape \(5,\)\)"):
+        sa.gradcheck(lambda t: HalfGradient()(a, t), [sa.tensor(rng.standard_normal(5))], params=[("scale", a)])
+    with pytest.raises(TypeError, match="float64"):
+        sa.gradcheck(lambda t: t * 2, [x], params=[sa.tensor(np.ones(3, dtype=np.float32), requires_grad=True)])
