@@ -501,6 +501,38 @@ def train(args, runs: list[Run], config: dict, x_train, y_train, x_test, y_test,
     return seconds
 
 
+def train_all(args, runs: list[Run], config: dict, data: Dataset, x_test, y_test, batch_limit):
+    """Print the setting and the parameter counts, then :func:`train`; returns (seconds or None, test set on the
+    device) so that an example can score and draw on the same arrays."""
+    x_test_dev = to_device(x_test, args.device)
+    print(f"{data}; test: {len(x_test)} distorted ({args.distortion}); device {args.device}; "
+          f"{args.epochs} epochs of batch {args.batch_size}")
+    for r in runs:
+        print(f"  {r.label}: {count_parameters(r.model):,} parameters")
+    seconds = train(args, runs, config, to_device(data.x_train, args.device), to_device(data.y_train, args.device),
+                    x_test_dev, y_test, batch_limit)
+    return seconds, x_test_dev
+
+
+def common_summary(args, data: Dataset, x_test, seconds: float, started: float, figures: list[str]) -> dict:
+    """The fields every example's summary.json shares (each example adds its own numbers)."""
+    return {
+        "distortion": args.distortion,
+        "epochs": args.epochs,
+        "seconds": round(seconds, 2),
+        "device": args.device,
+        "seed": args.seed,
+        "data": data.source,
+        "train_images": len(data.x_train),
+        "test_images": len(x_test),
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "smoke": args.smoke,
+        "wall_seconds_this_process": round(time.perf_counter() - started, 2),
+        "figures": [os.path.basename(f) for f in figures],
+    }
+
+
 def error_rate(model, x, y: np.ndarray, inspect=None) -> float:
     """Fraction of the images x (on the model's device) whose predicted class differs from y (NumPy)."""
     return float((predict(model, x, inspect=inspect) != y).mean())

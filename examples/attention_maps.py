@@ -154,16 +154,10 @@ def main(argv=None) -> dict | None:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     data, x_test, y_test, batch_limit = C.prepare_data(args)
-    x_test_dev = C.to_device(x_test, args.device)
 
     runs = build_runs(args)
     config = {**C.base_config(args, data), "example": "attention_maps"}
-    print(f"{data}; test: {len(x_test)} distorted ({args.distortion}); device {args.device}; "
-          f"{args.epochs} epochs of batch {args.batch_size}")
-    for r in runs:
-        print(f"  {r.label}: {C.count_parameters(r.model):,} parameters")
-    seconds = C.train(args, runs, config, C.to_device(data.x_train, args.device),
-                      C.to_device(data.y_train, args.device), x_test_dev, y_test, batch_limit)
+    seconds, x_test_dev = C.train_all(args, runs, config, data, x_test, y_test, batch_limit)
     if seconds is None:
         return None
 
@@ -177,24 +171,12 @@ def main(argv=None) -> dict | None:
     gamma = float(backend.to_numpy(runs[1].model.attention.gamma.data)[0])
 
     summary = {
-        "distortion": args.distortion,
+        **C.common_summary(args, data, x_test, seconds, started, figures),
         "cbam_test_error": errors["cbam"],
         "selfattn_test_error": errors["selfattn"],
         "cbam_params": C.count_parameters(runs[0].model),
         "selfattn_params": C.count_parameters(runs[1].model),
         "selfattn_gamma": gamma,
-        "epochs": args.epochs,
-        "seconds": round(seconds, 2),
-        "device": args.device,
-        "seed": args.seed,
-        "data": data.source,
-        "train_images": len(data.x_train),
-        "test_images": len(x_test),
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "smoke": args.smoke,
-        "wall_seconds_this_process": round(time.perf_counter() - started, 2),
-        "figures": [os.path.basename(f) for f in figures],
     }
     C.write_summary(args.out, summary)
 

@@ -126,16 +126,10 @@ def main(argv=None) -> dict | None:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     data, x_test, y_test, batch_limit = C.prepare_data(args)
-    x_test_dev = C.to_device(x_test, args.device)
 
     runs = build_runs(args)
     config = {**C.base_config(args, data), "example": "se_resnet", "reduction": args.reduction}
-    print(f"{data}; test: {len(x_test)} distorted ({args.distortion}); device {args.device}; "
-          f"{args.epochs} epochs of batch {args.batch_size}")
-    for r in runs:
-        print(f"  {r.label}: {C.count_parameters(r.model):,} parameters")
-    seconds = C.train(args, runs, config, C.to_device(data.x_train, args.device),
-                      C.to_device(data.y_train, args.device), x_test_dev, y_test, batch_limit)
+    seconds, x_test_dev = C.train_all(args, runs, config, data, x_test, y_test, batch_limit)
     if seconds is None:
         return None
 
@@ -147,25 +141,13 @@ def main(argv=None) -> dict | None:
     seconds += time.perf_counter() - t0
 
     summary = {
-        "distortion": args.distortion,
+        **C.common_summary(args, data, x_test, seconds, started, figures),
         "resnet20_test_error": errors["resnet20"],
         "se_resnet20_test_error": errors["se_resnet20"],
         "resnet20_params": C.count_parameters(runs[0].model),
         "se_resnet20_params": C.count_parameters(runs[1].model),
-        "epochs": args.epochs,
-        "seconds": round(seconds, 2),
-        "device": args.device,
-        "seed": args.seed,
-        "data": data.source,
-        "train_images": len(data.x_train),
-        "test_images": len(x_test),
-        "batch_size": args.batch_size,
-        "lr": args.lr,
         "reduction": args.reduction,
         "excitation_class_spread": {name: class_specificity(m) for name, m in by_class.items()},
-        "smoke": args.smoke,
-        "wall_seconds_this_process": round(time.perf_counter() - started, 2),
-        "figures": [os.path.basename(f) for f in figures],
     }
     C.write_summary(args.out, summary)
 

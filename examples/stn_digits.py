@@ -182,15 +182,9 @@ def main(argv=None) -> dict | None:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     data, x_test, y_test, batch_limit = C.prepare_data(args)
-    x_test_dev = C.to_device(x_test, args.device)
 
     runs = build_runs(args, C.distorted_size(args.distortion))
-    print(f"{data}; test: {len(x_test)} distorted ({args.distortion}); device {args.device}; "
-          f"{args.epochs} epochs of batch {args.batch_size}")
-    for r in runs:
-        print(f"  {r.label}: {C.count_parameters(r.model):,} parameters")
-    seconds = C.train(args, runs, run_config(args, data), C.to_device(data.x_train, args.device),
-                      C.to_device(data.y_train, args.device), x_test_dev, y_test, batch_limit)
+    seconds, x_test_dev = C.train_all(args, runs, run_config(args, data), data, x_test, y_test, batch_limit)
     if seconds is None:
         return None
 
@@ -203,25 +197,13 @@ def main(argv=None) -> dict | None:
     seconds += time.perf_counter() - t0
 
     summary = {
-        "distortion": args.distortion,
+        **C.common_summary(args, data, x_test, seconds, started, figures),
         "cnn_test_error": errors["cnn"],
         "stcnn_test_error": errors["stcnn"],
-        "epochs": args.epochs,
-        "seconds": round(seconds, 2),
-        "device": args.device,
-        "seed": args.seed,
-        "data": data.source,
-        "train_images": len(data.x_train),
-        "test_images": len(x_test),
-        "batch_size": args.batch_size,
-        "lr": args.lr,
         "loc_lr_scale": args.loc_lr_scale,
         "cnn_params": C.count_parameters(runs[0].model),
         "stcnn_params": C.count_parameters(stcnn),
         "transforms": stats,
-        "smoke": args.smoke,
-        "wall_seconds_this_process": round(time.perf_counter() - started, 2),
-        "figures": [os.path.basename(f) for f in figures],
     }
     C.write_summary(args.out, summary)
 
