@@ -7,6 +7,11 @@
 #
 #   scripts/gpu_check.sh            # or: make gpu-check
 #   PYTHON=/path/to/python GPU_CHECK_SECONDS=600 scripts/gpu_check.sh
+#   GPU_CHECK_PYTEST_ARGS="-n 8" GPU_CHECK_EXAMPLE_SECONDS=120 scripts/gpu_check.sh
+#
+# GPU_CHECK_PYTEST_ARGS is added to the pytest command (default: "-n 8" when pytest-xdist is importable: the CPU
+# references of the GPU tests compile and run in parallel). GPU_CHECK_EXAMPLE_SECONDS > 0 also trains the main
+# example on the GPU (`examples/stn_digits.py --device cuda`) for at most that long, after the benchmarks.
 #
 # Logs go to runs/gpu-check/. Exit status: 0 when the GPU is usable and every step passed, 1 otherwise.
 set -u -o pipefail
@@ -66,7 +71,12 @@ failed=0
 # At most two thirds of the budget, so the benchmarks get their turn even if the tests hang.
 t0=$(date +%s)
 test_budget=$(( $(remaining) * 2 / 3 ))
-timeout --kill-after=10 "$test_budget" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider "$REPO/tests" \
+if [ -z "${GPU_CHECK_PYTEST_ARGS+set}" ]; then
+    GPU_CHECK_PYTEST_ARGS=$("$PYTHON" -c "import xdist" 2>/dev/null && echo "-n 8")
+fi
+# shellcheck disable=SC2086  # the extra arguments are meant to be split
+timeout --kill-after=10 "$test_budget" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider ${GPU_CHECK_PYTEST_ARGS} \
+    "$REPO/tests" \
     2>&1 | tee "$LOGS/pytest.log"
 status=${PIPESTATUS[0]}
 counts=$(grep -E '[0-9]+ (passed|failed|error|errors|skipped|deselected)' "$LOGS/pytest.log" | tail -1 |
@@ -100,6 +110,27 @@ if [ -f "$REPO/benchmarks/__main__.py" ]; then
     fi
 else
     add_row "benchmarks --gpu" "not run: benchmarks/__main__.py does not exist yet" 0
+fi
+
+# ---- 4. the main example on the GPU (optional) ----------------------------------------------------------------
+example_budget=${GPU_CHECK_EXAMPLE_SECONDS:-0}
+if [ "$example_budget" -gt 0 ]; then
+    t0=$(date +%s)
+    left=$(( $(remaining) - 5 ))
+    [ "$left" -lt "$example_budget" ] && example_budget=$left
+    if [ "$example_budget" -lt 10 ]; then
+        add_row "stn_digits cuda" "not run: time budget spent" 0
+    else
+        timeout --kill-after=10 "$example_budget" "$PYTHON" "$REPO/examples/stn_digits.py" --device cuda \
+            --no-progress --out "$LOGS/stn_digits" 2>&1 | tee "$LOGS/stn_digits.log"
+        status=${PIPESTATUS[0]}
+        if [ "$status" -eq 0 ]; then
+            add_row "stn_digits cuda" "ok: $(grep -A3 'Test error' "$LOGS/stn_digits.log" | tail -2 | tr -s ' \n' ' ')" \
+                $(($(date +%s) - t0))
+        else
+            add_row "stn_digits cuda" "exit status $status (runs/gpu-check/stn_digits.log)" $(($(date +%s) - t0))
+        fi
+    fi
 fi
 
 summary
