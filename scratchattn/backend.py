@@ -81,18 +81,26 @@ def is_array(a) -> bool:
     return isinstance(a, np.ndarray) or is_cupy_array(a)
 
 
+def unwrap(a):
+    """The array inside a Tensor (its ``.data``); anything else as given.
+
+    An array is returned as it is: a CuPy array has a ``.data`` attribute too (its device memory pointer), so
+    "look through ``.data``" must never be applied to an array.
+    """
+    return a if is_array(a) else getattr(a, "data", a)
+
+
 def get_array_module(*arrays):
     """``cupy`` if any argument is a CuPy array, else ``numpy`` (Tensors are looked through via ``.data``)."""
     for a in arrays:
-        a = getattr(a, "data", a)
-        if is_cupy_array(a):
+        if is_cupy_array(unwrap(a)):
             return _cupy
     return np
 
 
 def device_of(a) -> str:
     """``"cuda"`` for a CuPy array, ``"cpu"`` otherwise."""
-    return "cuda" if is_cupy_array(getattr(a, "data", a)) else "cpu"
+    return "cuda" if is_cupy_array(unwrap(a)) else "cpu"
 
 
 def check_device(device) -> str:

@@ -136,7 +136,7 @@ class Tensor:
                 )
             grad = xp.ones(self.data.shape, dtype=self.dtype)
         else:
-            grad = getattr(grad, "data", grad)
+            grad = grad.data if isinstance(grad, Tensor) else grad
             grad = xp.asarray(grad, dtype=self.dtype)
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(grad): grad must have shape {self.shape}; got {tuple(grad.shape)}")
@@ -184,7 +184,7 @@ class Tensor:
 
     # Comparisons give plain tensors without a gradient (boolean data).
     def _compare(self, other, op):
-        other = getattr(other, "data", other)
+        other = other.data if isinstance(other, Tensor) else other
         return Tensor(op(self.data, other))
 
     def __lt__(self, other):

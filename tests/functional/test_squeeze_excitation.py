@@ -95,7 +95,7 @@ def tensors(kernel_path, arrays, requires_grad=True):
 
 
 def assert_close(actual, expected, dtype, what):
-    actual = backend.to_numpy(getattr(actual, "data", actual))
+    actual = backend.to_numpy(backend.unwrap(actual))
     np.testing.assert_allclose(actual, expected, **TOL[dtype], err_msg=what)
 
 
@@ -299,7 +299,7 @@ def test_fused_matches_primitive_twin(kernel_path, dtype, layout, bias):
         y.backward(kernel_path.array(g))
         outputs.append([y, s] + [t.grad for t in inputs if t is not None])
     for k, (fused, twin) in enumerate(zip(*outputs)):
-        fused, twin = backend.to_numpy(getattr(fused, "data", fused)), backend.to_numpy(getattr(twin, "data", twin))
+        fused, twin = backend.to_numpy(backend.unwrap(fused)), backend.to_numpy(backend.unwrap(twin))
         assert fused.dtype == twin.dtype == dtype
         np.testing.assert_allclose(fused, twin, rtol=1e-4 if dtype == np.float32 else 1e-11,
                                    atol=1e-5 if dtype == np.float32 else 1e-12, err_msg=f"output/grad #{k}")
