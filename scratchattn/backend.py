@@ -42,17 +42,26 @@ _deterministic_override: bool | None = None
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# (cupy module, reason) of the last probe: the device count does not change while a process runs, and asking the
+# driver on every op (cupy_module() sits on the path of every GPU kernel launch) cost tens of microseconds a call.
+_probe: tuple = (None, "not probed")
+
+
 def cuda_unavailable_reason() -> str | None:
     """None when CuPy is importable and sees at least one GPU; otherwise a sentence saying why not."""
+    global _probe
     if _cupy is None:
         return _CUPY_IMPORT_ERROR
+    if _probe[0] is _cupy:
+        return _probe[1]
     try:
         count = _cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # noqa: BLE001 - no driver, no device, ...
-        return f"cupy is installed but the CUDA runtime failed ({type(exc).__name__}: {exc})"
-    if count == 0:
-        return "cupy is installed but no CUDA device is visible"
-    return None
+        reason = f"cupy is installed but the CUDA runtime failed ({type(exc).__name__}: {exc})"
+    else:
+        reason = "cupy is installed but no CUDA device is visible" if count == 0 else None
+    _probe = (_cupy, reason)
+    return reason
 
 
 def cuda_is_available() -> bool:

@@ -202,8 +202,30 @@ def parse_kernels(source: str, filename: str = "<source>") -> dict[str, tuple[Ke
     return kernels
 
 
+def expected_types(params, scalar_dtype) -> tuple:
+    """Per parameter: the dtype a pointer's array must have, or the NumPy scalar type a scalar must have."""
+    return tuple(p.dtype(scalar_dtype) if p.pointer else p.dtype(scalar_dtype).type for p in params)
+
+
+def _args_match(params, expected, args, array_type) -> bool:
+    """The fast test of :func:`check_args`, done on every launch: True when every argument is as expected."""
+    if type(args) is not tuple or len(args) != len(params):
+        return False
+    for param, want, arg in zip(params, expected, args):
+        if param.pointer:
+            if not (isinstance(arg, array_type) and arg.dtype == want and arg.flags.c_contiguous):
+                return False
+            if not param.const and not getattr(arg.flags, "writeable", True):
+                return False
+        elif type(arg) is not want:
+            return False
+    return True
+
+
 def check_args(kernel: str, params, scalar_dtype, args, array_type, array_type_name: str) -> None:
     """Raise TypeError unless ``args`` match ``params`` exactly (see the module docstring)."""
+    if _args_match(params, expected_types(params, scalar_dtype), args, array_type):
+        return
     if not isinstance(args, (tuple, list)):
         raise TypeError(f"{kernel}: args must be a tuple; got {type(args).__name__}")
     if len(args) != len(params):
@@ -237,11 +259,17 @@ class CupyKernel:
 
     def __init__(self, raw_kernel, name: str, params, dtype):
         self.raw_kernel, self.name, self.params, self.dtype = raw_kernel, name, params, np.dtype(dtype)
+        self.expected = expected_types(params, self.dtype)
+        self.array_type = backend.cupy_module().ndarray
 
     def __call__(self, grid, block, args, **kwargs):
-        # grid and block are checked by CuPy and the driver; the arguments by nobody, hence the check.
-        check_args(self.name, self.params, self.dtype, args, backend.cupy_module().ndarray, "cupy.ndarray")
-        self.raw_kernel(grid, block, tuple(args), **kwargs)
+        # grid and block are checked by CuPy and the driver; the arguments by nobody, hence the check. The fast
+        # test runs on every launch; the full check, which names what is wrong, only when it fails.
+        if not _args_match(self.params, self.expected, args, self.array_type):
+            check_args(self.name, self.params, self.dtype, tuple(args) if isinstance(args, list) else args,
+                       self.array_type, "cupy.ndarray")
+            args = tuple(args)  # a list that passed the full check
+        self.raw_kernel(grid, block, args, **kwargs)
 
 
 def _build_cupy(path: str, dtype):
