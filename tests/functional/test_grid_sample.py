@@ -38,6 +38,7 @@ SHAPES = (
     (3, 1, 1, 9, 1, 5),
     (1, 17, 3, 5, 3, 2),
     (2, 2, 6, 5, 17, 19),
+    (1, 40, 4, 5, 3, 2),  # C > 32: the channels-last CUDA forward's lanes each take more than one channel
 )
 
 

@@ -13,7 +13,7 @@
 //
 // i.e. at n * C*H*W + o * pixel_stride + c * channel_stride, with (pixel_stride, channel_stride) = (1, H*W) or (C, 1).
 //
-// One thread per output pixel (n, h, w). It works out the pixel's taps, the input pixels the mode reads (bilinear 4,
+// One thread per output pixel (n, h, w) (the channels-last forward: a few threads per pixel, see there). It works out the pixel's taps, the input pixels the mode reads (bilinear 4,
 // nearest 1, bicubic 16), each with an offset (-1 outside the image), a weight and the weight's derivatives with
 // respect to the two grid coordinates; then it loops over the channels:
 //
@@ -316,6 +316,61 @@ extern "C" __global__ void grid_sample_forward(const scalar_t* inp, const scalar
     else
         forward_pixels<BICUBIC>(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners != 0,
                                 channels_last != 0);
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// forward, channels last: `lanes` threads per output pixel, each taking every lanes-th channel
+// ------------------------------------------------------------------------------------------------------------------
+
+// With channels last, one thread per pixel makes the 32 threads of a warp read 32 pixels' channels C elements apart:
+// every load touches its own cache line. Here the lanes of a pixel (lanes = 2^lanes_log2, up to 32, chosen by the
+// launcher from C) read neighbouring channels of the same taps, so a warp's loads and stores are contiguous. Each
+// lane works out the pixel's taps itself: a few dozen operations, cheap next to the loads they make coalesced.
+template <int MODE>
+__device__ inline void forward_lanes_channels_last(const scalar_t* inp, const scalar_t* grid, scalar_t* out,
+                                                   long long N, long long C, long long H, long long W,
+                                                   long long H_out, long long W_out, long long padding_mode,
+                                                   bool align_corners, long long lanes_log2) {
+    constexpr int K = Mode<MODE>::K;
+    const long long lanes = 1LL << lanes_log2;
+    const long long P_out = H_out * W_out;
+    const long long total = (N * P_out) << lanes_log2;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += stride) {
+        const long long pixel = t >> lanes_log2;  // n * P_out + h * W_out + w
+        const long long lane = t & (lanes - 1);
+        const long long n = pixel / P_out;
+        long long offset[K];
+        scalar_t weight[K], dweight_dx[K], dweight_dy[K];
+        pixel_taps<MODE>(grid[2 * pixel], grid[2 * pixel + 1], H, W, padding_mode, align_corners, offset, weight,
+                         dweight_dx, dweight_dy);
+        const scalar_t* image = inp + n * H * W * C;
+        scalar_t* target = out + pixel * C;
+        for (long long c = lane; c < C; c += lanes) {
+            scalar_t acc = (scalar_t)0;
+#pragma unroll
+            for (int k = 0; k < K; ++k) {
+                if (offset[k] >= 0) acc += weight[k] * image[offset[k] * C + c];
+            }
+            target[c] = acc;
+        }
+    }
+}
+
+extern "C" __global__ void grid_sample_forward_channels_last(const scalar_t* inp, const scalar_t* grid, scalar_t* out,
+                                                             long long N, long long C, long long H, long long W,
+                                                             long long H_out, long long W_out, long long mode,
+                                                             long long padding_mode, long long align_corners,
+                                                             long long lanes_log2) {
+    if (mode == BILINEAR)
+        forward_lanes_channels_last<BILINEAR>(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode,
+                                              align_corners != 0, lanes_log2);
+    else if (mode == NEAREST)
+        forward_lanes_channels_last<NEAREST>(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode,
+                                             align_corners != 0, lanes_log2);
+    else
+        forward_lanes_channels_last<BICUBIC>(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode,
+                                             align_corners != 0, lanes_log2);
 }
 
 // ------------------------------------------------------------------------------------------------------------------

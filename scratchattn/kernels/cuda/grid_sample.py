@@ -31,15 +31,27 @@ def _sizes(inp, grid, channels_last):
     return tuple(np.int64(s) for s in (N, C, H, W, grid.shape[1], grid.shape[2]))
 
 
+def channel_lanes_log2(channels: int) -> int:
+    """log2 of the threads per output pixel of the channels-last forward: the power of two >= C, at most 32 (a warp
+    then covers 32 contiguous channels, or whole pixels when C < 32)."""
+    return min(max(int(channels) - 1, 0).bit_length(), 5)
+
+
 def grid_sample_forward(inp, grid, out, mode, padding_mode, align_corners, channels_last, target):
     """Sample ``inp`` at ``grid`` into the preallocated ``out`` (shapes as in the Numba twin)."""
-    total = grid.shape[0] * grid.shape[1] * grid.shape[2]
-    if total == 0:
+    pixels = grid.shape[0] * grid.shape[1] * grid.shape[2]
+    if pixels == 0 or out.size == 0:
+        return
+    options = (np.int64(mode), np.int64(padding_mode), np.int64(bool(align_corners)))
+    if channels_last:  # several threads per pixel, over its channels: coalesced loads (see the kernel)
+        lanes_log2 = channel_lanes_log2(inp.shape[3])
+        kern = get_kernel(SOURCE, "grid_sample_forward_channels_last", inp.dtype, target)
+        blocks, threads = launch_config(pixels << lanes_log2)
+        kern(blocks, threads, (inp, grid, out, *_sizes(inp, grid, True), *options, np.int64(lanes_log2)))
         return
     kern = get_kernel(SOURCE, "grid_sample_forward", inp.dtype, target)
-    blocks, threads = launch_config(total)
-    kern(blocks, threads, (inp, grid, out, *_sizes(inp, grid, channels_last), np.int64(mode),
-                           np.int64(padding_mode), np.int64(bool(align_corners)), np.int64(bool(channels_last))))
+    blocks, threads = launch_config(pixels)
+    kern(blocks, threads, (inp, grid, out, *_sizes(inp, grid, False), *options, np.int64(False)))
 
 
 def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding_mode, align_corners,
