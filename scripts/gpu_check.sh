@@ -75,7 +75,7 @@ if [ -z "${GPU_CHECK_PYTEST_ARGS+set}" ]; then
     GPU_CHECK_PYTEST_ARGS=$("$PYTHON" -c "import xdist" 2>/dev/null && echo "-n 8")
 fi
 # shellcheck disable=SC2086  # the extra arguments are meant to be split
-timeout --kill-after=10 "$test_budget" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider ${GPU_CHECK_PYTEST_ARGS} \
+timeout --kill-after=10 "$test_budget" "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider ${GPU_CHECK_PYTEST_ARGS} \
     "$REPO/tests" \
     2>&1 | tee "$LOGS/pytest.log"
 status=${PIPESTATUS[0]}
