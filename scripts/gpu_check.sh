@@ -9,6 +9,7 @@
 #   PYTHON=/path/to/python GPU_CHECK_SECONDS=600 scripts/gpu_check.sh
 #   GPU_CHECK_PYTEST_ARGS="-n 8" GPU_CHECK_EXAMPLE_SECONDS=120 scripts/gpu_check.sh
 #
+# GPU_CHECK_BENCH_ARGS is added to the benchmark command (e.g. "--max-seconds 120" to reach the compile section).
 # GPU_CHECK_PYTEST_ARGS is added to the pytest command (default: "-n 8" when pytest-xdist is importable: the CPU
 # references of the GPU tests compile and run in parallel). GPU_CHECK_EXAMPLE_SECONDS > 0 also trains the main
 # example on the GPU (`examples/stn_digits.py --device cuda`) for at most that long, after the benchmarks.
@@ -96,7 +97,7 @@ if [ -f "$REPO/benchmarks/__main__.py" ]; then
     if [ "$bench_budget" -lt 10 ]; then
         add_row "benchmarks --gpu" "not run: time budget spent" 0; failed=1
     else
-        timeout --kill-after=10 "$bench_budget" "$PYTHON" -m benchmarks --gpu 2>&1 | tee "$LOGS/benchmarks.log"
+        timeout --kill-after=10 "$bench_budget" "$PYTHON" -m benchmarks --gpu ${GPU_CHECK_BENCH_ARGS:-} 2>&1 | tee "$LOGS/benchmarks.log"
         status=${PIPESTATUS[0]}
         if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
             add_row "benchmarks --gpu" "TIMED OUT after ${bench_budget}s (runs/gpu-check/benchmarks.log)" \
