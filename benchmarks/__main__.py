@@ -248,9 +248,51 @@ def run_scaling(env, profile) -> tuple[dict, dict]:
     return series, fits
 
 
-def run_memory() -> list[dict]:
+def _pool_peak_hook():
+    """A CuPy memory hook that records the peak of the bytes CuPy's memory pool hands out inside its ``with`` block:
+    the GPU's counterpart of tracemalloc's peak. Built on first use, so that CuPy is imported only for --gpu."""
+    from scratchattn import backend
+
+    class PoolPeak(backend.cupy_module().cuda.MemoryHook):
+        name = "scratchattn_benchmark_peak"
+
+        def __init__(self):
+            self.now = self.peak = 0
+
+        def malloc_postprocess(self, **kw):
+            self.now += kw["mem_size"]
+            self.peak = max(self.peak, self.now)
+
+        def free_postprocess(self, **kw):
+            self.now -= kw["mem_size"]
+
+    return PoolPeak()
+
+
+def _peak_bytes(run, device: str):
+    """(what ``run()`` returned, peak bytes allocated while it ran): tracemalloc on the CPU, the pool hook on a GPU."""
+    if device == "cuda":
+        from scratchattn import backend
+
+        sync = backend.cupy_module().cuda.Device().synchronize
+        sync()
+        with _pool_peak_hook() as hook:
+            held = run()
+            sync()
+        return held, hook.peak
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    try:
+        held = run()
+        return held, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def run_memory(device: str = "cpu") -> list[dict]:
     rows = []
-    for case in ops.memory_cases():
+    for case in ops.memory_cases(device):
         row = {"name": case.name}
         try:
             run, leaves = case.setup()
@@ -259,12 +301,7 @@ def run_memory() -> list[dict]:
             for t in leaves:
                 t.grad = None
             gc.collect()
-            tracemalloc.start()
-            base = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            held = run()
-            peak = tracemalloc.get_traced_memory()[1] - base
-            tracemalloc.stop()
+            held, peak = _peak_bytes(run, device)
             row["must_hold_bytes"] = int(sum(a.nbytes for a in held if a is not None))
             row["peak_bytes"] = int(peak)
             del held
@@ -395,14 +432,14 @@ def main(argv=None) -> int:
         results["cases"] = run_ops(cases, env, profile, bandwidth["floor_bytes_per_s"], probe=not args.gpu,
                                    retries=0 if args.quick else args.retries, deadline=deadline)
     for section in ("scaling", "memory", "compile"):
-        if section not in args.sections or (section == "memory" and args.gpu):
+        if section not in args.sections:
             continue
         if out_of_time(deadline):
             skipped.append(section)
         elif section == "scaling":
             results["scaling"], results["scaling_fits"] = run_scaling(env, profile)
         elif section == "memory":
-            results["memory"] = run_memory()
+            results["memory"] = run_memory(env.device)
         else:
             results["first_call"], results["cuda_compile"] = run_compile(env.device)
     if skipped:

@@ -560,16 +560,21 @@ class MemoryCase:
     setup: Callable[[], tuple[Callable[[], list], list]]
 
 
-def memory_cases() -> list[MemoryCase]:
+def memory_cases(device: str = "cpu") -> list[MemoryCase]:
+    """The peak-memory cases, their inputs built on ``device``."""
+
+    def on(a, requires_grad=False):
+        return sa.tensor(backend.to_device(a, device), requires_grad=requires_grad)
+
     def grid_sample_setup(layout):
         def setup():
             grid_sample = _grid_sample_op()
             rng = np.random.default_rng(6)
             n, c, h, w = 8, 64, 128, 128
             shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
-            x = sa.tensor(rng.standard_normal(shape, dtype=DTYPE), requires_grad=True)
-            grid = sa.tensor(numpy_affine_grid(random_theta(rng, n, 1.3), h, w), requires_grad=True)
-            g = rng.standard_normal(shape, dtype=DTYPE)
+            x = on(rng.standard_normal(shape, dtype=DTYPE), requires_grad=True)
+            grid = on(numpy_affine_grid(random_theta(rng, n, 1.3), h, w), requires_grad=True)
+            g = backend.to_device(rng.standard_normal(shape, dtype=DTYPE), device)
 
             def run():
                 y = grid_sample(x, grid, layout=layout)
@@ -584,10 +589,10 @@ def memory_cases() -> list[MemoryCase]:
             rng = np.random.default_rng(7)
             n, c, h, w, hidden = 8, 64, 128, 128, 4
             shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
-            x = sa.tensor(rng.standard_normal(shape, dtype=DTYPE), requires_grad=True)
-            params = [sa.tensor((rng.standard_normal(s) * 0.1).astype(DTYPE), requires_grad=True)
+            x = on(rng.standard_normal(shape, dtype=DTYPE), requires_grad=True)
+            params = [on((rng.standard_normal(s) * 0.1).astype(DTYPE), requires_grad=True)
                       for s in ((hidden, c), (hidden,), (c, hidden), (c,))]
-            g = rng.standard_normal(shape, dtype=DTYPE)
+            g = backend.to_device(rng.standard_normal(shape, dtype=DTYPE), device)
 
             def run():
                 y = op(x, *params, layout=layout)
@@ -599,8 +604,8 @@ def memory_cases() -> list[MemoryCase]:
 
     def affine_setup():
         rng = np.random.default_rng(8)
-        theta = sa.tensor(random_theta(rng, 32), requires_grad=True)
-        g = rng.standard_normal((32, 128, 128, 2), dtype=DTYPE)
+        theta = on(random_theta(rng, 32), requires_grad=True)
+        g = backend.to_device(rng.standard_normal((32, 128, 128, 2), dtype=DTYPE), device)
 
         def run():
             grid = F.affine_grid(theta, (32, 1, 128, 128))

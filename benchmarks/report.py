@@ -274,9 +274,15 @@ def memory_markdown(results: dict) -> str:
     memory = results.get("memory")
     if not memory:
         return "Not measured in this run."
-    parts = ["Peak of NumPy allocations (tracemalloc) during one forward+backward, inputs and upstream gradient "
-             "allocated beforehand, against what the call must hand back (its output and the input gradients). "
-             "Arrays Numba allocates inside a kernel are not seen by tracemalloc.\n",
+    if results.get("kind") == "gpu":
+        how = ("Peak of the bytes CuPy's memory pool handed out (a CuPy memory hook, sizes rounded up to the pool's "
+               "512-byte blocks) during one forward+backward")
+        blind = "Workspace that cuBLAS keeps for itself is not counted.\n"
+    else:
+        how = "Peak of NumPy allocations (tracemalloc) during one forward+backward"
+        blind = "Arrays Numba allocates inside a kernel are not seen by tracemalloc.\n"
+    parts = [f"{how}, inputs and upstream gradient allocated beforehand, against what the call must hand back (its "
+             f"output and the input gradients). {blind}",
              "| case | must hold | peak | peak / must hold |", "|:--|--:|--:|--:|"]
     for m in memory:
         if m.get("unavailable") or m.get("error"):
