@@ -13,9 +13,9 @@ CUDA kernel pair in ``kernels/*/squeeze_excitation.*``) and never writes a full-
 is one call to the pair's ``se_forward``: the excitation's two small matrix products run in kernels of the pair too
 (``se_hidden``, ``se_gate``), since on a GPU each extra array operation costs a launch; on the CPU the Numba kernel
 works one sample at a time so that the second read of x hits the cache. The backward's small matrix products go
-through ``xp.matmul``. ``squeeze_excitation_simple`` builds the same block
-from generic ops (mean, linear, relu, sigmoid, broadcasting multiply); the tests check the fused backward against
-it and against numerical gradients, and the benchmarks time one against the other.
+through ``xp.matmul``. ``squeeze_excitation_simple`` builds the same block from generic ops (mean, linear, relu,
+sigmoid, broadcasting multiply); the tests check the fused backward against it and against numerical gradients,
+and the benchmarks time one against the other.
 
 The derivation of the backward is in ``docs/derivations.md``, section "Squeeze-and-excitation".
 """
