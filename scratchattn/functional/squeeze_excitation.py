@@ -9,10 +9,13 @@ feature map (Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018):
     y  = x * s[:, :, None, None]          (N, C, H, W)
 
 The fused op touches the big tensors four times in all (two passes forward, two backward, through the Numba or
-CUDA kernel pair in ``kernels/*/squeeze_excitation.*``) and never writes a full-size intermediate; the two small
-matrix products of each direction go through ``xp.matmul``. ``squeeze_excitation_simple`` builds the same block
-from generic ops (mean, linear, relu, sigmoid, broadcasting multiply); the tests check the fused backward against
-it and against numerical gradients, and the benchmarks time one against the other.
+CUDA kernel pair in ``kernels/*/squeeze_excitation.*``) and never writes a full-size intermediate. The whole forward
+is one call to the pair's ``se_forward``: the excitation's two small matrix products run in kernels of the pair too
+(``se_hidden``, ``se_gate``), since on a GPU each extra array operation costs a launch; on the CPU the Numba kernel
+works one sample at a time so that the second read of x hits the cache. The backward's small matrix products go
+through ``xp.matmul``. ``squeeze_excitation_simple`` builds the same block from generic ops (mean, linear, relu,
+sigmoid, broadcasting multiply); the tests check the fused backward against it and against numerical gradients,
+and the benchmarks time one against the other.
 
 The derivation of the backward is in ``docs/derivations.md``, section "Squeeze-and-excitation".
 """
@@ -43,16 +46,19 @@ def _call_serially(kernels, kernel, *arrays):
         kernel(*arrays)
 
 
-def _sigmoid(a, xp):
-    # 1 / (1 + e^-a) overflows e^-a for a < -88 in float32; the tanh form is the same function and never does.
-    return 0.5 * (1 + xp.tanh(0.5 * a))
+def _contiguous(a, xp):
+    # The kernels take C-contiguous arrays; a weight is one unless the caller passed a view (checked cheaply, since on
+    # a GPU every call into CuPy costs host time).
+    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
 
 
 class SqueezeExcitation(Function):
     """The fused SE op. Inputs ``(x, w1, [b1], w2, [b2])`` (a bias is left out when None); outputs ``(y, s)``.
 
     Shapes: x (N, C, H, W) for layout "NCHW" or (N, H, W, C) for "NHWC"; w1 (C_r, C); b1 (C_r,); w2 (C, C_r);
-    b2 (C,); y like x; s (N, C) the excitations. With g = dL/dy, g_s = dL/ds (zero unless s is used), HW = H W
+    b2 (C,); y like x; s (N, C) the excitations. The forward is the kernel se_forward (se_squeeze, se_hidden,
+    se_gate and se_scale of the module docstring's formulas; sigmoid written as (1 + tanh(a/2)) / 2, which cannot
+    overflow). With g = dL/dy, g_s = dL/ds (zero unless s is used), HW = H W
     and sums over p running over the H W pixels, the backward is:
 
         ds  = sum_p g * x + g_s            (N, C)     kernel se_backward_reduce, one pass over g and x
@@ -104,18 +110,17 @@ class SqueezeExcitation(Function):
         n, channels = x.shape[0], w1.shape[1]
         self.hw = x.shape[2] * x.shape[3] if self.layout == "NCHW" else x.shape[1] * x.shape[2]
 
+        w1, w2 = _contiguous(w1, xp), _contiguous(w2, xp)
+        # A missing bias: the kernels get a flag and a one-element placeholder they never read.
+        b1 = xp.empty(1, dtype=x.dtype) if b1 is None else _contiguous(b1, xp)
+        b2 = xp.empty(1, dtype=x.dtype) if b2 is None else _contiguous(b2, xp)
+
         z = xp.empty((n, channels), dtype=x.dtype)
-        self._kernel("se_squeeze")(self._big_view(x), z)
-        a1 = z @ w1.T
-        if b1 is not None:
-            a1 += b1
-        r1 = xp.maximum(a1, 0)
-        a2 = r1 @ w2.T
-        if b2 is not None:
-            a2 += b2
-        s = xp.ascontiguousarray(_sigmoid(a2, xp))
+        r1 = xp.empty((n, w1.shape[0]), dtype=x.dtype)
+        s = xp.empty((n, channels), dtype=x.dtype)
         y = xp.empty_like(x)
-        self._kernel("se_scale")(self._big_view(x), s, self._big_view(y))
+        self._kernel("se_forward")(self._big_view(x), w1, b1, w2, b2, z, r1, s, self._big_view(y), self.has_b1,
+                                   self.has_b2)
 
         self.save_for_backward(x, w1, w2, z, r1, s)
         return y, s

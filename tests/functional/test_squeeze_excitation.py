@@ -157,6 +157,143 @@ def test_kernels_match_reference(kernel_path, dtype, layout, shape):
     assert_close(host(dx), expected, dtype, "se_backward_input")
 
 
+# (N, C, C_r): batch 1, one channel, one hidden unit, and C = 33 (an odd length for the dot products).
+EXCITATION_SHAPES = [(2, 6, 3), (1, 5, 1), (3, 1, 1), (4, 33, 2)]
+
+
+def placeholder_or(a, xp, dtype):
+    """The bias argument of se_hidden/se_gate: the bias, or a one-element NaN placeholder (which must not be read)."""
+    return xp.full(1, np.nan, dtype=dtype) if a is None else a
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("n,c,hidden", EXCITATION_SHAPES)
+def test_excitation_kernels_match_reference(kernel_path, dtype, bias, n, c, hidden):
+    run = kernel_functions(kernel_path)
+    xp = backend.get_array_module(kernel_path.array(np.zeros(1)))
+    rng = np.random.default_rng(7)
+
+    def rounded(*shape, scale=1.0):  # in dtype first, so the float64 reference sees what the kernel sees
+        return (scale * rng.standard_normal(shape)).astype(dtype).astype(np.float64)
+
+    z, w1, w2 = rounded(n, c), rounded(hidden, c, scale=1 / np.sqrt(c)), rounded(c, hidden)
+    b1, b2 = (rounded(hidden), rounded(c)) if bias else (None, None)
+    r1_in = np.abs(rounded(n, hidden))  # se_gate's input is a relu output
+    r1_in[0, 0] = 0.0
+
+    def device(a):
+        return placeholder_or(None if a is None else kernel_path.array(a.astype(dtype)), xp, dtype)
+
+    a1 = z @ w1.T + (0 if b1 is None else b1)
+    r1 = xp.full((n, hidden), np.nan, dtype=dtype)
+    run("se_hidden", device(z), device(w1), device(b1), r1, bias)
+    assert_close(r1, np.maximum(a1, 0), dtype, f"se_hidden, a1 = {a1}")
+    assert (backend.to_numpy(r1) >= 0).all()
+
+    a2 = r1_in @ w2.T + (0 if b2 is None else b2)
+    s = xp.full((n, c), np.nan, dtype=dtype)
+    run("se_gate", device(r1_in), device(w2), device(b2), s, bias)
+    assert_close(s, 1 / (1 + np.exp(-a2)), dtype, f"se_gate, a2 = {a2}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gate_kernel_saturates_without_overflow(kernel_path, dtype):
+    # a2 = +-1000: e^-a2 overflows in the naive sigmoid; the kernel must give exactly 0 and 1, with no NaN.
+    run = kernel_functions(kernel_path)
+    xp = backend.get_array_module(kernel_path.array(np.zeros(1)))
+    r1 = kernel_path.array(np.array([[1.0]], dtype=dtype))
+    w2 = kernel_path.array(np.array([[-1000.0], [1000.0], [0.0]], dtype=dtype))
+    s = xp.full((1, 3), np.nan, dtype=dtype)
+    run("se_gate", r1, w2, placeholder_or(None, xp, dtype), s, False)
+    np.testing.assert_array_equal(backend.to_numpy(s), np.array([[0.0, 1.0, 0.5]], dtype=dtype))
+
+
+FORWARD_SHAPES = [((2, 6, 5, 3), 2), ((1, 4, 1, 1), 1), ((3, 5, 20, 15), 3), ((1, 1, 2, 3), 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape,hidden", FORWARD_SHAPES)
+def test_forward_kernel_matches_reference(kernel_path, dtype, layout, bias, shape, hidden):
+    # se_forward_<layout>: every output (z, r1, s, y) of the whole forward, through the pair's one call.
+    run = kernel_functions(kernel_path)
+    xp = backend.get_array_module(kernel_path.array(np.zeros(1)))
+    n, c, h, w = shape
+    rng = np.random.default_rng(8)
+    arrays = [rng.standard_normal(nhwc_shape(shape, layout)) + 0.3, rng.standard_normal((hidden, c)),
+              rng.standard_normal(hidden) if bias else None, rng.standard_normal((c, hidden)),
+              rng.standard_normal(c) if bias else None]
+    # Rounded to dtype first, so the float64 reference sees what the kernels see.
+    arrays = [None if a is None else a.astype(dtype).astype(np.float64) for a in arrays]
+    x, w1, b1, w2, b2 = arrays
+    y_ref, s_ref, mid = reference_forward(*arrays, layout=layout)
+    big = (n, c, h * w) if layout == "NCHW" else (n, h * w, c)
+
+    def device(a):
+        return placeholder_or(None if a is None else kernel_path.array(a.astype(dtype)), xp, dtype)
+
+    z = xp.full((n, c), np.nan, dtype=dtype)
+    r1 = xp.full((n, hidden), np.nan, dtype=dtype)
+    s = xp.full((n, c), np.nan, dtype=dtype)
+    y = xp.full(big, np.nan, dtype=dtype)
+    run("se_forward_" + layout.lower(), device(x).reshape(big), device(w1), device(b1), device(w2), device(b2),
+        z, r1, s, y, bias, bias)
+    assert_close(z, mid["z"], dtype, "z")
+    assert_close(r1, mid["r1"], dtype, "r1")
+    assert_close(s, s_ref, dtype, "s")
+    assert_close(backend.to_numpy(y).reshape(x.shape), y_ref, dtype, "y")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_numba_per_sample_forward_equals_the_passes_bitwise(dtype, layout, bias):
+    # se_forward runs one sample at a time, or (with fewer samples than threads) the four passes; both must give
+    # the same bits, so that a result does not depend on the thread count. 300 pixels: 4 full pixel blocks and a
+    # partial one.
+    from scratchattn.kernels.cpu import squeeze_excitation as kernels
+
+    shape, hidden = nhwc_shape((3, 37, 20, 15), layout), 4
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal(shape) + 0.3).astype(dtype)
+    w1, w2 = rng.standard_normal((hidden, 37)).astype(dtype), rng.standard_normal((37, hidden)).astype(dtype)
+    b1 = rng.standard_normal(hidden).astype(dtype) if bias else placeholder_or(None, np, dtype)
+    b2 = rng.standard_normal(37).astype(dtype) if bias else placeholder_or(None, np, dtype)
+    big = (3, 37, 300) if layout == "NCHW" else (3, 300, 37)
+    results = []
+    for per_sample in (True, False):
+        outputs = [np.full(size, np.nan, dtype=dtype) for size in [(3, 37), (3, hidden), (3, 37), big]]
+        z, r1, s, y = outputs
+        if per_sample:
+            kernel = getattr(kernels, "se_forward_per_sample_" + layout.lower())
+            kernel(x.reshape(big), w1, b1, w2, b2, z, r1, s, y, bias, bias)
+        else:
+            getattr(kernels, "se_squeeze_" + layout.lower())(x.reshape(big), z)
+            kernels.se_hidden(z, w1, b1, r1, bias)
+            kernels.se_gate(r1, w2, b2, s, bias)
+            getattr(kernels, "se_scale_" + layout.lower())(x.reshape(big), s, y)
+        results.append(outputs)
+    for name, per_sample, passes in zip(["z", "r1", "s", "y"], *results):
+        assert np.array_equal(per_sample, passes), (name, np.abs(per_sample - passes).max())
+
+
+def test_forward_functions_exist_in_both_members_of_the_pair():
+    # The pair shares its function names and argument order (the CUDA launchers add `target`).
+    import inspect
+
+    from scratchattn.kernels.cpu import squeeze_excitation as numba_kernels
+    from scratchattn.kernels.cuda import squeeze_excitation as cuda_kernels
+
+    for name in ["se_hidden", "se_gate", "se_forward_nchw", "se_forward_nhwc", "se_squeeze_nchw", "se_scale_nhwc"]:
+        numba_fn = getattr(numba_kernels, name)
+        numba_fn = getattr(numba_fn, "py_func", numba_fn)
+        numba_args = list(inspect.signature(numba_fn).parameters)
+        cuda_args = list(inspect.signature(getattr(cuda_kernels, name)).parameters)
+        assert cuda_args == numba_args + ["target"], (name, numba_args, cuda_args)
+
+
 def test_numba_nhwc_reduction_spans_several_pixel_blocks():
     # 300 pixels = 4 full blocks of 64 and a partial one: the blocked reduction must add every block once.
     from scratchattn.kernels.cpu import squeeze_excitation as kernels

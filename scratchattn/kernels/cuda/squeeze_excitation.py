@@ -5,7 +5,8 @@ and variable names as the Numba twin ``kernels/cpu/squeeze_excitation.py``, plus
 arrays, the same source compiled for the CPU by the host shim). The big arrays arrive as C-contiguous 3-D views,
 (N, C, HW) for ``*_nchw`` and (N, HW, C) for ``*_nhwc``, of one floating dtype, already validated by
 ``functional/squeeze_excitation.py``. These functions size the launches, zero the outputs the kernels accumulate
-into with atomicAdd, and pass every scalar as ``np.int64`` (``long long``).
+into with atomicAdd, and pass every scalar as ``np.int64`` (``long long``), a bias flag too (``has_b1``: 0 or 1;
+without the bias, any one-element array of the dtype stands in for it and is never read).
 
 The two reductions (``se_squeeze_*``, ``se_backward_reduce_*``) add partial sums into each output with atomicAdd,
 whose order varies from run to run on a GPU. In deterministic mode (``backend.deterministic_algorithms_enabled()``)
@@ -63,7 +64,7 @@ def _launch_nhwc(name, arrays, shape, target, reduction=False):
 
 
 # =================================================================================================================
-# forward: se_squeeze, se_scale
+# forward: se_squeeze, se_hidden, se_gate, se_scale, and se_forward (all four)
 # =================================================================================================================
 
 
@@ -81,6 +82,28 @@ def se_squeeze_nhwc(x, z, target):
         _launch_nhwc("se_squeeze_nhwc", (x, z), x.shape, target, reduction=True)
 
 
+def se_hidden(z, w1, b1, r1, has_b1, target):
+    """r1 (N, C_r) = relu(z W1^T + b1) for z (N, C), w1 (C_r, C), b1 (C_r,); has_b1 False: b1 is a placeholder."""
+    n_batch, channels = z.shape
+    hidden = w1.shape[0]
+    if r1.size:
+        kern = get_kernel(SOURCE, "se_hidden", z.dtype, target)
+        blocks, threads = launch_config(n_batch * hidden)
+        kern(blocks, threads, (z, w1, b1, r1, np.int64(n_batch), np.int64(channels), np.int64(hidden),
+                               np.int64(bool(has_b1))))
+
+
+def se_gate(r1, w2, b2, s, has_b2, target):
+    """s (N, C) = sigmoid(r1 W2^T + b2) for r1 (N, C_r), w2 (C, C_r), b2 (C,); has_b2 False: b2 is a placeholder."""
+    n_batch, hidden = r1.shape
+    channels = w2.shape[0]
+    if s.size:
+        kern = get_kernel(SOURCE, "se_gate", r1.dtype, target)
+        blocks, threads = launch_config(n_batch * channels)
+        kern(blocks, threads, (r1, w2, b2, s, np.int64(n_batch), np.int64(channels), np.int64(hidden),
+                               np.int64(bool(has_b2))))
+
+
 def se_scale_nchw(x, s, y, target):
     """y (N, C, HW) = x * s[:, :, None]."""
     if x.size:
@@ -91,6 +114,24 @@ def se_scale_nhwc(x, s, y, target):
     """y (N, HW, C) = x * s[:, None, :]."""
     if x.size:
         _launch_nhwc("se_scale_nhwc", (x, s, y), x.shape, target)
+
+
+# A GPU wants the four passes (each spreads over the whole grid), so se_forward is simply them in order; the Numba
+# twin works sample by sample instead, to keep each sample in the CPU's cache.
+def se_forward_nchw(x, w1, b1, w2, b2, z, r1, s, y, has_b1, has_b2, target):
+    """The whole forward: z (N, C), r1 (N, C_r), s (N, C) and y (N, C, HW) from x (N, C, HW) and the weights."""
+    se_squeeze_nchw(x, z, target)
+    se_hidden(z, w1, b1, r1, has_b1, target)
+    se_gate(r1, w2, b2, s, has_b2, target)
+    se_scale_nchw(x, s, y, target)
+
+
+def se_forward_nhwc(x, w1, b1, w2, b2, z, r1, s, y, has_b1, has_b2, target):
+    """The whole forward: z (N, C), r1 (N, C_r), s (N, C) and y (N, HW, C) from x (N, HW, C) and the weights."""
+    se_squeeze_nhwc(x, z, target)
+    se_hidden(z, w1, b1, r1, has_b1, target)
+    se_gate(r1, w2, b2, s, has_b2, target)
+    se_scale_nhwc(x, s, y, target)
 
 
 # =================================================================================================================
