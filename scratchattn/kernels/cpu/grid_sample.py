@@ -313,7 +313,7 @@ def n_taps(mode):
     return 4 if mode == BILINEAR else (1 if mode == NEAREST else 16)
 
 
-@njit(inline="always")
+@njit
 def plan_bilinear(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
     t = weight.dtype.type
     for p in range(count):
@@ -326,7 +326,7 @@ def plan_bilinear(grid_block, count, H, W, padding_mode, align_corners, offset, 
             dweight_dy[k * BLOCK + p] = dweights_dy[k]
 
 
-@njit(inline="always")
+@njit
 def plan_nearest(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
     t = weight.dtype.type
     for p in range(count):
@@ -338,41 +338,64 @@ def plan_nearest(grid_block, count, H, W, padding_mode, align_corners, offset, w
 
 
 @njit
+def plan_bilinear_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                        dweight_dy):
+    """``plan_bilinear`` with the padding mode (and, but for reflection, align_corners) as a constant: each call
+    below compiles its own loop, in which LLVM can drop the other modes' branches and vectorise."""
+    if padding_mode == ZEROS:
+        if align_corners:
+            plan_bilinear(grid_block, count, H, W, ZEROS, True, offset, weight, dweight_dx, dweight_dy)
+        else:
+            plan_bilinear(grid_block, count, H, W, ZEROS, False, offset, weight, dweight_dx, dweight_dy)
+    elif padding_mode == BORDER:
+        if align_corners:
+            plan_bilinear(grid_block, count, H, W, BORDER, True, offset, weight, dweight_dx, dweight_dy)
+        else:
+            plan_bilinear(grid_block, count, H, W, BORDER, False, offset, weight, dweight_dx, dweight_dy)
+    else:
+        plan_bilinear(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx, dweight_dy)
+
+
+@njit
+def plan_nearest_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                       dweight_dy):
+    """``plan_nearest`` with the padding mode as a constant, as in ``plan_bilinear_block``."""
+    if padding_mode == ZEROS:
+        plan_nearest(grid_block, count, H, W, ZEROS, align_corners, offset, weight, dweight_dx, dweight_dy)
+    elif padding_mode == BORDER:
+        plan_nearest(grid_block, count, H, W, BORDER, align_corners, offset, weight, dweight_dx, dweight_dy)
+    else:
+        plan_nearest(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx, dweight_dy)
+
+
+@njit
+def plan_bicubic_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                       dweight_dy):
+    t = weight.dtype.type
+    for p in range(count):
+        bicubic_taps(t, grid_block[2 * p], grid_block[2 * p + 1], H, W, padding_mode, align_corners, p, offset,
+                     weight, dweight_dx, dweight_dy)
+
+
+@njit(inline="always")
 def plan_block(grid_block, count, H, W, mode, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
     """Fill the tap tables of ``count`` <= BLOCK consecutive output pixels of one image; ``grid_block`` holds their
     grid points (x, y) one after the other. Tap k of pixel p goes to row k, column p: index k * BLOCK + p.
 
-    Bilinear and nearest sampling get one loop per padding mode (bilinear: and align_corners), each with the
-    options as constants: with the tests inside, the loop would keep the reflection's fmod call and branches, and
-    LLVM would not vectorise it.
+    Each mode has its own planning function, and bilinear and nearest sampling one loop per padding mode
+    (bilinear: and align_corners), each with the options as constants: with the tests inside, the loop would keep
+    the reflection's fmod call and branches, and LLVM would not vectorise it. Inlined into the kernels, whose
+    ``mode`` is a constant, so that a kernel compiles only its own mode's functions.
     """
-    t = weight.dtype.type
     if mode == BILINEAR:
-        if padding_mode == ZEROS:
-            if align_corners:
-                plan_bilinear(grid_block, count, H, W, ZEROS, True, offset, weight, dweight_dx, dweight_dy)
-            else:
-                plan_bilinear(grid_block, count, H, W, ZEROS, False, offset, weight, dweight_dx, dweight_dy)
-        elif padding_mode == BORDER:
-            if align_corners:
-                plan_bilinear(grid_block, count, H, W, BORDER, True, offset, weight, dweight_dx, dweight_dy)
-            else:
-                plan_bilinear(grid_block, count, H, W, BORDER, False, offset, weight, dweight_dx, dweight_dy)
-        else:
-            plan_bilinear(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx,
-                          dweight_dy)
+        plan_bilinear_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                            dweight_dy)
     elif mode == NEAREST:
-        if padding_mode == ZEROS:
-            plan_nearest(grid_block, count, H, W, ZEROS, align_corners, offset, weight, dweight_dx, dweight_dy)
-        elif padding_mode == BORDER:
-            plan_nearest(grid_block, count, H, W, BORDER, align_corners, offset, weight, dweight_dx, dweight_dy)
-        else:
-            plan_nearest(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx,
-                         dweight_dy)
+        plan_nearest_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                           dweight_dy)
     else:
-        for p in range(count):
-            bicubic_taps(t, grid_block[2 * p], grid_block[2 * p + 1], H, W, padding_mode, align_corners, p, offset,
-                         weight, dweight_dx, dweight_dy)
+        plan_bicubic_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                           dweight_dy)
 
 
 # =================================================================================================================
@@ -430,19 +453,14 @@ def forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight
 
 
 @njit
-def forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight):
+def forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight, mode):
     """out[n, c, start + p] = sum_k weight[k, p] * inp[n, c, tap_k] for each channel c and pixel p of the block.
 
     Channels go four at a time (the tap tables are read once per four planes: 30-40% faster), then one at a time.
-    K, the number of taps, is passed on as a constant, so that the loops over taps unroll."""
+    ``mode`` is a compile-time constant (each kernel passes its own, and Numba compiles this function for each), so
+    the number of taps K is one too, and the loops over taps unroll."""
     t = out_planes.dtype.type
-    K = offset.shape[0] // BLOCK
-    if K == 4:
-        forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight, 4)
-    elif K == 1:
-        forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight, 1)
-    else:
-        forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight, 16)
+    forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight, n_taps(mode))
 
 
 @njit
@@ -538,23 +556,16 @@ def backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start
 
 @njit
 def backward_block_nchw(grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
-                        dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots):
+                        dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots, mode):
     """The scatter into grad_inp[n, c] and the grid-gradient sums of ``scatter_planar``, channels four at a time
-    and then one at a time as in the forward; the sums over channels accumulate in gx_acc, gy_acc (zeroed here)."""
+    and then one at a time as in the forward; the sums over channels accumulate in gx_acc, gy_acc (zeroed here).
+    ``mode`` is a compile-time constant, as in ``forward_block_nchw``."""
     t = inp_planes.dtype.type
-    K = offset.shape[0] // BLOCK
     for p in range(count):
         gx_acc[p] = t(0)
         gy_acc[p] = t(0)
-    if K == 4:
-        backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
-                        dweight_dx, dweight_dy, gx_acc, gy_acc, 4, need_grad_inp, need_dots)
-    elif K == 1:
-        backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
-                        dweight_dx, dweight_dy, gx_acc, gy_acc, 1, need_grad_inp, need_dots)
-    else:
-        backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
-                        dweight_dx, dweight_dy, gx_acc, gy_acc, 16, need_grad_inp, need_dots)
+    backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
+                    dweight_dx, dweight_dy, gx_acc, gy_acc, n_taps(mode), need_grad_inp, need_dots)
 
 
 # reassoc lets LLVM keep the channel dot products in SIMD lanes (25% faster); the order of the sum is still fixed
@@ -595,7 +606,7 @@ def backward_block_nhwc(grad_out_pixels, inp_pixels, grad_inp_pixels, n, HW, P_o
 # =================================================================================================================
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
 def grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, mode, padding_mode, align_corners,
                                channels_last, n_chunks):
     """out = inp sampled at grid. inp (N*C*H*W,), grid (N*H_out*W_out*2,), out (N*C*H_out*W_out,): flat views of
@@ -624,10 +635,10 @@ def grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, mode, p
             if channels_last:
                 forward_block_nhwc(inp_pixels, out_pixels, n, H * W, P_out, start, count, offset, weight)
             else:
-                forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight)
+                forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight, mode)
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
 def grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, mode,
                                 padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks):
     """grad_inp (zeroed by the caller) += the scatter of grad_out; grad_grid = dL/dgrid. Flat arrays as in the
@@ -660,11 +671,68 @@ def grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, 
                                         need_grad_inp, need_dots)
                 else:
                     backward_block_nchw(grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset,
-                                        weight, dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots)
+                                        weight, dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots,
+                                        mode)
                 if need_grad_grid:
                     for p in range(count):
                         grad_grid[2 * (first + p)] = gx_acc[p]
                         grad_grid[2 * (first + p) + 1] = gy_acc[p]
+
+
+# One compiled kernel per mode and direction, each compiled on its first call (and cached on disk), so that a
+# program that samples bilinearly never compiles bicubic code. Each passes its mode as a constant to the shared
+# body above, which is inlined: the branches of the other modes are dropped before Numba compiles anything.
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_forward_bilinear(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners,
+                                 channels_last, n_chunks):
+    grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, BILINEAR, padding_mode, align_corners,
+                               channels_last, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_forward_nearest(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners,
+                                channels_last, n_chunks):
+    grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, NEAREST, padding_mode, align_corners,
+                               channels_last, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_forward_bicubic(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners,
+                                channels_last, n_chunks):
+    grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, BICUBIC, padding_mode, align_corners,
+                               channels_last, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_backward_bilinear(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out,
+                                  padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid,
+                                  n_chunks):
+    grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, BILINEAR,
+                                padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_backward_nearest(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out,
+                                 padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid,
+                                 n_chunks):
+    grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, NEAREST,
+                                padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_backward_bicubic(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out,
+                                 padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid,
+                                 n_chunks):
+    grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, BICUBIC,
+                                padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks)
+
+
+FORWARD_KERNELS = {BILINEAR: grid_sample_forward_bilinear, NEAREST: grid_sample_forward_nearest,
+                   BICUBIC: grid_sample_forward_bicubic}
+BACKWARD_KERNELS = {BILINEAR: grid_sample_backward_bilinear, NEAREST: grid_sample_backward_nearest,
+                    BICUBIC: grid_sample_backward_bicubic}
 
 
 # =================================================================================================================
@@ -702,8 +770,8 @@ def grid_sample_forward(inp, grid, out, mode, padding_mode, align_corners, chann
     """
     sizes = _sizes(inp, grid, channels_last)
     work = out.size * n_taps.py_func(mode) + grid.size
-    _launch(grid_sample_forward_kernel, work, inp.reshape(-1), grid.reshape(-1), out.reshape(-1), *sizes, mode,
-            padding_mode, bool(align_corners), bool(channels_last))
+    _launch(FORWARD_KERNELS[mode], work, inp.reshape(-1), grid.reshape(-1), out.reshape(-1), *sizes, padding_mode,
+            bool(align_corners), bool(channels_last))
 
 
 def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding_mode, align_corners,
@@ -716,6 +784,6 @@ def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding
     grad_inp = grad_inp.reshape(-1) if need_grad_inp else np.empty(0, inp.dtype)
     grad_grid = grad_grid.reshape(-1) if need_grad_grid else np.empty(0, grid.dtype)
     work = grad_out.size * n_taps.py_func(mode) + grid.size
-    _launch(grid_sample_backward_kernel, work, grad_out.reshape(-1), inp.reshape(-1), grid.reshape(-1), grad_inp,
-            grad_grid, *_sizes(inp, grid, channels_last), mode, padding_mode, bool(align_corners),
-            bool(channels_last), need_grad_inp, need_grad_grid)
+    _launch(BACKWARD_KERNELS[mode], work, grad_out.reshape(-1), inp.reshape(-1), grid.reshape(-1), grad_inp,
+            grad_grid, *_sizes(inp, grid, channels_last), padding_mode, bool(align_corners), bool(channels_last),
+            need_grad_inp, need_grad_grid)
