@@ -43,6 +43,17 @@ garbage in Numba).
 
 Every constant goes through ``t`` (the scalar type, float32 or float64) because Numba would otherwise promote
 float32 arithmetic to float64 at the first Python literal: float32 data is computed in float32, as in PyTorch.
+
+Compile time. Numba compiles a kernel on its first call with a new dtype (and caches the machine code on disk, so
+later processes load it in a fraction of a second). Each mode has its own kernel per direction (``FORWARD_KERNELS``
+and ``BACKWARD_KERNELS`` at the end), so that a program that samples bilinearly compiles no nearest or bicubic
+code. ``@njit(inline="always")`` copies a function into every call site in Numba's own IR, before type inference,
+and the cost of that grows faster than the code does: with every helper inlined into one kernel for all modes, the
+first call compiled for 30-50 s per dtype. It is kept where a loop must see its options as constants in Numba's IR
+(``plan_bilinear``, ``plan_nearest``, ``plan_block``, the kernel bodies) and for small functions that take arrays
+and run per pixel (Numba reference-counts arrays across a call). The scalar helpers ``unnormalize``,
+``pad_coordinate``, ``pixel_index`` and ``tap_offset`` are plain ``@njit`` functions: called with constant options,
+Numba compiles one version per constant value, and LLVM inlines them into the pixel loops, which still vectorise.
 """
 
 from __future__ import annotations
@@ -71,7 +82,7 @@ SERIAL_WORK = 1 << 15
 # =================================================================================================================
 
 
-@njit(inline="always")
+@njit
 def unnormalize(t, coord, size, align_corners):
     """Pixel coordinate of a normalised coordinate, and its derivative d(pixel)/d(coord).
 
@@ -126,7 +137,7 @@ def reflect_coordinate(t, coord, size, align_corners):
     return distance + lo, slope
 
 
-@njit(inline="always")
+@njit
 def pad_coordinate(t, coord, size, padding_mode, align_corners):
     """Apply the padding mode to a pixel coordinate: returns the coordinate to sample and its derivative.
 
@@ -142,7 +153,7 @@ def pad_coordinate(t, coord, size, padding_mode, align_corners):
     return coord, t(1)
 
 
-@njit(inline="always")
+@njit
 def pixel_index(t, coord, size):
     """``(int(coord), True)`` if the integer-valued float ``coord`` is a pixel of an axis of ``size``, else
     ``(some pixel, False)``. The test is made on the float, and the float is clamped into [0, size - 1] (NaN to 0)
@@ -229,7 +240,7 @@ BLOCK = 256
 # functions, and those calls in the loop over pixels would stop LLVM from vectorising it.
 
 
-@njit(inline="always")
+@njit
 def tap_offset(y, x, inside, W):
     return y * W + x if inside else -1
 
@@ -313,7 +324,7 @@ def n_taps(mode):
     return 4 if mode == BILINEAR else (1 if mode == NEAREST else 16)
 
 
-@njit
+@njit(inline="always")
 def plan_bilinear(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
     t = weight.dtype.type
     for p in range(count):
@@ -326,7 +337,7 @@ def plan_bilinear(grid_block, count, H, W, padding_mode, align_corners, offset, 
             dweight_dy[k * BLOCK + p] = dweights_dy[k]
 
 
-@njit
+@njit(inline="always")
 def plan_nearest(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
     t = weight.dtype.type
     for p in range(count):
@@ -341,7 +352,8 @@ def plan_nearest(grid_block, count, H, W, padding_mode, align_corners, offset, w
 def plan_bilinear_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
                         dweight_dy):
     """``plan_bilinear`` with the padding mode (and, but for reflection, align_corners) as a constant: each call
-    below compiles its own loop, in which LLVM can drop the other modes' branches and vectorise."""
+    below inlines its own copy of the loop, in which the other modes' branches are dropped, so that it vectorises.
+    One function per mode (not one for all), so that a kernel compiles only its own mode's loops."""
     if padding_mode == ZEROS:
         if align_corners:
             plan_bilinear(grid_block, count, H, W, ZEROS, True, offset, weight, dweight_dx, dweight_dy)
@@ -384,8 +396,8 @@ def plan_block(grid_block, count, H, W, mode, padding_mode, align_corners, offse
 
     Each mode has its own planning function, and bilinear and nearest sampling one loop per padding mode
     (bilinear: and align_corners), each with the options as constants: with the tests inside, the loop would keep
-    the reflection's fmod call and branches, and LLVM would not vectorise it. Inlined into the kernels, whose
-    ``mode`` is a constant, so that a kernel compiles only its own mode's functions.
+    the reflection's fmod call and branches, and LLVM would not vectorise it. Inlined into the kernel bodies, whose
+    ``mode`` is a constant there, so that the other modes' branches are dropped before Numba types them.
     """
     if mode == BILINEAR:
         plan_bilinear_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
