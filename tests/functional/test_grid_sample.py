@@ -290,6 +290,34 @@ def test_cpu_backward_is_identical_for_one_and_two_threads():
     assert len(digests[0]) == len(hashlib.sha256().hexdigest())
 
 
+_COMPILE_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import scratchattn as sa
+    from scratchattn import functional as F
+    from scratchattn.kernels.cpu import grid_sample as k
+
+    x = sa.tensor(np.ones((1, 2, 4, 5)), requires_grad=True)
+    g = sa.tensor(np.zeros((1, 3, 2, 2)), requires_grad=True)
+    F.grid_sample(x, g, padding_mode="border").sum().backward()
+    compiled = [f.__name__ for f in (*k.FORWARD_KERNELS.values(), *k.BACKWARD_KERNELS.values(), k.plan_bilinear_block,
+                                     k.plan_nearest_block, k.plan_bicubic_block) if f.signatures]
+    print(" ".join(sorted(compiled)), len(k.forward_block_nchw.signatures), len(k.backward_block_nchw.signatures))
+""")
+
+
+@pytest.mark.slow
+def test_a_bilinear_call_compiles_only_bilinear_code(tmp_path):
+    # The cold compile was 30-50 s per dtype while one Numba kernel held every mode; each mode now has its own
+    # kernels, and a program that samples bilinearly must not pay for nearest or bicubic code. A fresh cache
+    # directory makes Numba compile instead of loading earlier results.
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), SCRATCHATTN_KERNELS="numba")
+    result = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], capture_output=True, text=True, env=env,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    expected = "grid_sample_backward_bilinear grid_sample_forward_bilinear plan_bilinear_block 1 1"
+    assert result.stdout.strip() == expected, result.stdout
+
+
 # =================================================================================================================
 # non-finite and huge coordinates
 # =================================================================================================================

@@ -43,6 +43,17 @@ garbage in Numba).
 
 Every constant goes through ``t`` (the scalar type, float32 or float64) because Numba would otherwise promote
 float32 arithmetic to float64 at the first Python literal: float32 data is computed in float32, as in PyTorch.
+
+Compile time. Numba compiles a kernel on its first call with a new dtype (and caches the machine code on disk, so
+later processes load it in a fraction of a second). Each mode has its own kernel per direction (``FORWARD_KERNELS``
+and ``BACKWARD_KERNELS`` at the end), so that a program that samples bilinearly compiles no nearest or bicubic
+code. ``@njit(inline="always")`` copies a function into every call site in Numba's own IR, before type inference,
+and the cost of that grows faster than the code does: with every helper inlined into one kernel for all modes, the
+first call compiled for 30-50 s per dtype. It is kept where a loop must see its options as constants in Numba's IR
+(``plan_bilinear``, ``plan_nearest``, ``plan_block``, the kernel bodies) and for small functions that take arrays
+and run per pixel (Numba reference-counts arrays across a call). The scalar helpers ``unnormalize``,
+``pad_coordinate``, ``pixel_index`` and ``tap_offset`` are plain ``@njit`` functions: called with constant options,
+Numba compiles one version per constant value, and LLVM inlines them into the pixel loops, which still vectorise.
 """
 
 from __future__ import annotations
@@ -71,7 +82,7 @@ SERIAL_WORK = 1 << 15
 # =================================================================================================================
 
 
-@njit(inline="always")
+@njit
 def unnormalize(t, coord, size, align_corners):
     """Pixel coordinate of a normalised coordinate, and its derivative d(pixel)/d(coord).
 
@@ -126,7 +137,7 @@ def reflect_coordinate(t, coord, size, align_corners):
     return distance + lo, slope
 
 
-@njit(inline="always")
+@njit
 def pad_coordinate(t, coord, size, padding_mode, align_corners):
     """Apply the padding mode to a pixel coordinate: returns the coordinate to sample and its derivative.
 
@@ -142,7 +153,7 @@ def pad_coordinate(t, coord, size, padding_mode, align_corners):
     return coord, t(1)
 
 
-@njit(inline="always")
+@njit
 def pixel_index(t, coord, size):
     """``(int(coord), True)`` if the integer-valued float ``coord`` is a pixel of an axis of ``size``, else
     ``(some pixel, False)``. The test is made on the float, and the float is clamped into [0, size - 1] (NaN to 0)
@@ -229,7 +240,7 @@ BLOCK = 256
 # functions, and those calls in the loop over pixels would stop LLVM from vectorising it.
 
 
-@njit(inline="always")
+@njit
 def tap_offset(y, x, inside, W):
     return y * W + x if inside else -1
 
@@ -283,7 +294,8 @@ def axis_index(t, coord, size, padding_mode, align_corners):
 
 
 @njit(inline="always")
-def bicubic_taps(t, gx, gy, H, W, padding_mode, align_corners, p, offset, weight, dweight_dx, dweight_dy):
+def bicubic_taps(t, gx, gy, H, W, padding_mode, align_corners, p, offset, weight, dweight_dx, dweight_dy,
+                 need_dweights):
     """The 4 x 4 taps (pad(y0 - 1 + j), pad(x0 - 1 + i)) around the *unpadded* (ix, iy), x0 = floor(ix), with
     weights cubic_weight(fy, j) * cubic_weight(fx, i) for the fractions fx = ix - x0, fy = iy - y0, written into
     column p of the tables (rows k = 4 j + i). The padding moves whole tap indices, which are integers: it has no
@@ -304,8 +316,9 @@ def bicubic_taps(t, gx, gy, H, W, padding_mode, align_corners, p, offset, weight
             k = (4 * j + i) * BLOCK + p
             offset[k] = y * W + x if y >= 0 and x >= 0 else -1
             weight[k] = wy * wx
-            dweight_dx[k] = wy * cubic_weight_slope(t, fx, i) * dix
-            dweight_dy[k] = dwy * wx
+            if need_dweights:
+                dweight_dx[k] = wy * cubic_weight_slope(t, fx, i) * dix
+                dweight_dy[k] = dwy * wx
 
 
 @njit(inline="always")
@@ -314,7 +327,8 @@ def n_taps(mode):
 
 
 @njit(inline="always")
-def plan_bilinear(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
+def plan_bilinear(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy,
+                  need_dweights):
     t = weight.dtype.type
     for p in range(count):
         offsets, weights, dweights_dx, dweights_dy = bilinear_taps(t, grid_block[2 * p], grid_block[2 * p + 1],
@@ -322,57 +336,91 @@ def plan_bilinear(grid_block, count, H, W, padding_mode, align_corners, offset, 
         for k in range(4):
             offset[k * BLOCK + p] = offsets[k]
             weight[k * BLOCK + p] = weights[k]
-            dweight_dx[k * BLOCK + p] = dweights_dx[k]
-            dweight_dy[k * BLOCK + p] = dweights_dy[k]
+            if need_dweights:
+                dweight_dx[k * BLOCK + p] = dweights_dx[k]
+                dweight_dy[k * BLOCK + p] = dweights_dy[k]
 
 
 @njit(inline="always")
-def plan_nearest(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
+def plan_nearest(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy,
+                 need_dweights):
     t = weight.dtype.type
     for p in range(count):
         o, w, dx, dy = nearest_tap(t, grid_block[2 * p], grid_block[2 * p + 1], H, W, padding_mode, align_corners)
         offset[p] = o
         weight[p] = w
-        dweight_dx[p] = dx
-        dweight_dy[p] = dy
+        if need_dweights:
+            dweight_dx[p] = dx
+            dweight_dy[p] = dy
 
 
 @njit
-def plan_block(grid_block, count, H, W, mode, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy):
-    """Fill the tap tables of ``count`` <= BLOCK consecutive output pixels of one image; ``grid_block`` holds their
-    grid points (x, y) one after the other. Tap k of pixel p goes to row k, column p: index k * BLOCK + p.
-
-    Bilinear and nearest sampling get one loop per padding mode (bilinear: and align_corners), each with the
-    options as constants: with the tests inside, the loop would keep the reflection's fmod call and branches, and
-    LLVM would not vectorise it.
-    """
-    t = weight.dtype.type
-    if mode == BILINEAR:
-        if padding_mode == ZEROS:
-            if align_corners:
-                plan_bilinear(grid_block, count, H, W, ZEROS, True, offset, weight, dweight_dx, dweight_dy)
-            else:
-                plan_bilinear(grid_block, count, H, W, ZEROS, False, offset, weight, dweight_dx, dweight_dy)
-        elif padding_mode == BORDER:
-            if align_corners:
-                plan_bilinear(grid_block, count, H, W, BORDER, True, offset, weight, dweight_dx, dweight_dy)
-            else:
-                plan_bilinear(grid_block, count, H, W, BORDER, False, offset, weight, dweight_dx, dweight_dy)
+def plan_bilinear_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                        dweight_dy, need_dweights):
+    """``plan_bilinear`` with the padding mode (and, but for reflection, align_corners) as a constant: each call
+    below inlines its own copy of the loop, in which the other modes' branches are dropped, so that it vectorises.
+    One function per mode (not one for all), so that a kernel compiles only its own mode's loops."""
+    if padding_mode == ZEROS:
+        if align_corners:
+            plan_bilinear(grid_block, count, H, W, ZEROS, True, offset, weight, dweight_dx, dweight_dy, need_dweights)
         else:
-            plan_bilinear(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx,
-                          dweight_dy)
-    elif mode == NEAREST:
-        if padding_mode == ZEROS:
-            plan_nearest(grid_block, count, H, W, ZEROS, align_corners, offset, weight, dweight_dx, dweight_dy)
-        elif padding_mode == BORDER:
-            plan_nearest(grid_block, count, H, W, BORDER, align_corners, offset, weight, dweight_dx, dweight_dy)
+            plan_bilinear(grid_block, count, H, W, ZEROS, False, offset, weight, dweight_dx, dweight_dy, need_dweights)
+    elif padding_mode == BORDER:
+        if align_corners:
+            plan_bilinear(grid_block, count, H, W, BORDER, True, offset, weight, dweight_dx, dweight_dy, need_dweights)
         else:
-            plan_nearest(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx,
-                         dweight_dy)
+            plan_bilinear(grid_block, count, H, W, BORDER, False, offset, weight, dweight_dx, dweight_dy, need_dweights)
     else:
-        for p in range(count):
-            bicubic_taps(t, grid_block[2 * p], grid_block[2 * p + 1], H, W, padding_mode, align_corners, p, offset,
-                         weight, dweight_dx, dweight_dy)
+        plan_bilinear(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx,
+                      dweight_dy, need_dweights)
+
+
+@njit
+def plan_nearest_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                       dweight_dy, need_dweights):
+    """``plan_nearest`` with the padding mode as a constant, as in ``plan_bilinear_block``."""
+    if padding_mode == ZEROS:
+        plan_nearest(grid_block, count, H, W, ZEROS, align_corners, offset, weight, dweight_dx,
+                     dweight_dy, need_dweights)
+    elif padding_mode == BORDER:
+        plan_nearest(grid_block, count, H, W, BORDER, align_corners, offset, weight, dweight_dx,
+                     dweight_dy, need_dweights)
+    else:
+        plan_nearest(grid_block, count, H, W, REFLECTION, align_corners, offset, weight, dweight_dx,
+                     dweight_dy, need_dweights)
+
+
+@njit
+def plan_bicubic_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                       dweight_dy, need_dweights):
+    t = weight.dtype.type
+    for p in range(count):
+        bicubic_taps(t, grid_block[2 * p], grid_block[2 * p + 1], H, W, padding_mode, align_corners, p, offset,
+                     weight, dweight_dx, dweight_dy, need_dweights)
+
+
+@njit(inline="always")
+def plan_block(grid_block, count, H, W, mode, padding_mode, align_corners, offset, weight, dweight_dx, dweight_dy,
+               need_dweights):
+    """Fill the tap tables of ``count`` <= BLOCK consecutive output pixels of one image; ``grid_block`` holds their
+    grid points (x, y) one after the other. Tap k of pixel p goes to row k, column p: index k * BLOCK + p. The
+    derivative tables dweight_dx, dweight_dy only when ``need_dweights`` (the backward; a constant, so that the
+    forward's loops drop that work: 8-10% of the forward at 16 channels or fewer).
+
+    Each mode has its own planning function, and bilinear and nearest sampling one loop per padding mode
+    (bilinear: and align_corners), each with the options as constants: with the tests inside, the loop would keep
+    the reflection's fmod call and branches, and LLVM would not vectorise it. Inlined into the kernel bodies, whose
+    ``mode`` is a constant there, so that the other modes' branches are dropped before Numba types them.
+    """
+    if mode == BILINEAR:
+        plan_bilinear_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                            dweight_dy, need_dweights)
+    elif mode == NEAREST:
+        plan_nearest_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                           dweight_dy, need_dweights)
+    else:
+        plan_bicubic_block(grid_block, count, H, W, padding_mode, align_corners, offset, weight, dweight_dx,
+                           dweight_dy, need_dweights)
 
 
 # =================================================================================================================
@@ -430,19 +478,14 @@ def forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight
 
 
 @njit
-def forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight):
+def forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight, mode):
     """out[n, c, start + p] = sum_k weight[k, p] * inp[n, c, tap_k] for each channel c and pixel p of the block.
 
     Channels go four at a time (the tap tables are read once per four planes: 30-40% faster), then one at a time.
-    K, the number of taps, is passed on as a constant, so that the loops over taps unroll."""
+    ``mode`` is a compile-time constant (each kernel passes its own, and Numba compiles this function for each), so
+    the number of taps K is one too, and the loops over taps unroll."""
     t = out_planes.dtype.type
-    K = offset.shape[0] // BLOCK
-    if K == 4:
-        forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight, 4)
-    elif K == 1:
-        forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight, 1)
-    else:
-        forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight, 16)
+    forward_planes(t, inp_planes, out_planes, n, C, start, count, offset, weight, n_taps(mode))
 
 
 @njit
@@ -538,23 +581,16 @@ def backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start
 
 @njit
 def backward_block_nchw(grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
-                        dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots):
+                        dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots, mode):
     """The scatter into grad_inp[n, c] and the grid-gradient sums of ``scatter_planar``, channels four at a time
-    and then one at a time as in the forward; the sums over channels accumulate in gx_acc, gy_acc (zeroed here)."""
+    and then one at a time as in the forward; the sums over channels accumulate in gx_acc, gy_acc (zeroed here).
+    ``mode`` is a compile-time constant, as in ``forward_block_nchw``."""
     t = inp_planes.dtype.type
-    K = offset.shape[0] // BLOCK
     for p in range(count):
         gx_acc[p] = t(0)
         gy_acc[p] = t(0)
-    if K == 4:
-        backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
-                        dweight_dx, dweight_dy, gx_acc, gy_acc, 4, need_grad_inp, need_dots)
-    elif K == 1:
-        backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
-                        dweight_dx, dweight_dy, gx_acc, gy_acc, 1, need_grad_inp, need_dots)
-    else:
-        backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
-                        dweight_dx, dweight_dy, gx_acc, gy_acc, 16, need_grad_inp, need_dots)
+    backward_planes(t, grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset, weight,
+                    dweight_dx, dweight_dy, gx_acc, gy_acc, n_taps(mode), need_grad_inp, need_dots)
 
 
 # reassoc lets LLVM keep the channel dot products in SIMD lanes (25% faster); the order of the sum is still fixed
@@ -595,7 +631,7 @@ def backward_block_nhwc(grad_out_pixels, inp_pixels, grad_inp_pixels, n, HW, P_o
 # =================================================================================================================
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
 def grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, mode, padding_mode, align_corners,
                                channels_last, n_chunks):
     """out = inp sampled at grid. inp (N*C*H*W,), grid (N*H_out*W_out*2,), out (N*C*H_out*W_out,): flat views of
@@ -620,14 +656,14 @@ def grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, mode, p
             count = min(BLOCK, P_out - start)
             first = n * P_out + start  # flat index of the block's first output pixel
             plan_block(grid[2 * first: 2 * (first + count)], count, H, W, mode, padding_mode, align_corners,
-                       offset, weight, dweight_dx, dweight_dy)
+                       offset, weight, dweight_dx, dweight_dy, False)
             if channels_last:
                 forward_block_nhwc(inp_pixels, out_pixels, n, H * W, P_out, start, count, offset, weight)
             else:
-                forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight)
+                forward_block_nchw(inp_planes, out_planes, n, C, start, count, offset, weight, mode)
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
 def grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, mode,
                                 padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks):
     """grad_inp (zeroed by the caller) += the scatter of grad_out; grad_grid = dL/dgrid. Flat arrays as in the
@@ -653,18 +689,75 @@ def grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, 
                 count = min(BLOCK, P_out - start)
                 first = n * P_out + start
                 plan_block(grid[2 * first: 2 * (first + count)], count, H, W, mode, padding_mode, align_corners,
-                           offset, weight, dweight_dx, dweight_dy)
+                           offset, weight, dweight_dx, dweight_dy, True)
                 if channels_last:
                     backward_block_nhwc(grad_out_pixels, inp_pixels, grad_inp_pixels, n, H * W, P_out, start,
                                         count, offset, weight, dweight_dx, dweight_dy, gx_acc, gy_acc,
                                         need_grad_inp, need_dots)
                 else:
                     backward_block_nchw(grad_out_planes, inp_planes, grad_inp_planes, n, C, start, count, offset,
-                                        weight, dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots)
+                                        weight, dweight_dx, dweight_dy, gx_acc, gy_acc, need_grad_inp, need_dots,
+                                        mode)
                 if need_grad_grid:
                     for p in range(count):
                         grad_grid[2 * (first + p)] = gx_acc[p]
                         grad_grid[2 * (first + p) + 1] = gy_acc[p]
+
+
+# One compiled kernel per mode and direction, each compiled on its first call (and cached on disk), so that a
+# program that samples bilinearly never compiles bicubic code. Each passes its mode as a constant to the shared
+# body above, which is inlined: the branches of the other modes are dropped before Numba compiles anything.
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_forward_bilinear(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners,
+                                 channels_last, n_chunks):
+    grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, BILINEAR, padding_mode, align_corners,
+                               channels_last, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_forward_nearest(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners,
+                                channels_last, n_chunks):
+    grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, NEAREST, padding_mode, align_corners,
+                               channels_last, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_forward_bicubic(inp, grid, out, N, C, H, W, H_out, W_out, padding_mode, align_corners,
+                                channels_last, n_chunks):
+    grid_sample_forward_kernel(inp, grid, out, N, C, H, W, H_out, W_out, BICUBIC, padding_mode, align_corners,
+                               channels_last, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_backward_bilinear(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out,
+                                  padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid,
+                                  n_chunks):
+    grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, BILINEAR,
+                                padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_backward_nearest(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out,
+                                 padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid,
+                                 n_chunks):
+    grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, NEAREST,
+                                padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks)
+
+
+@njit(parallel=True, cache=True)
+def grid_sample_backward_bicubic(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out,
+                                 padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid,
+                                 n_chunks):
+    grid_sample_backward_kernel(grad_out, inp, grid, grad_inp, grad_grid, N, C, H, W, H_out, W_out, BICUBIC,
+                                padding_mode, align_corners, channels_last, need_grad_inp, need_grad_grid, n_chunks)
+
+
+FORWARD_KERNELS = {BILINEAR: grid_sample_forward_bilinear, NEAREST: grid_sample_forward_nearest,
+                   BICUBIC: grid_sample_forward_bicubic}
+BACKWARD_KERNELS = {BILINEAR: grid_sample_backward_bilinear, NEAREST: grid_sample_backward_nearest,
+                    BICUBIC: grid_sample_backward_bicubic}
 
 
 # =================================================================================================================
@@ -702,8 +795,8 @@ def grid_sample_forward(inp, grid, out, mode, padding_mode, align_corners, chann
     """
     sizes = _sizes(inp, grid, channels_last)
     work = out.size * n_taps.py_func(mode) + grid.size
-    _launch(grid_sample_forward_kernel, work, inp.reshape(-1), grid.reshape(-1), out.reshape(-1), *sizes, mode,
-            padding_mode, bool(align_corners), bool(channels_last))
+    _launch(FORWARD_KERNELS[mode], work, inp.reshape(-1), grid.reshape(-1), out.reshape(-1), *sizes, padding_mode,
+            bool(align_corners), bool(channels_last))
 
 
 def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding_mode, align_corners,
@@ -716,6 +809,6 @@ def grid_sample_backward(grad_out, inp, grid, grad_inp, grad_grid, mode, padding
     grad_inp = grad_inp.reshape(-1) if need_grad_inp else np.empty(0, inp.dtype)
     grad_grid = grad_grid.reshape(-1) if need_grad_grid else np.empty(0, grid.dtype)
     work = grad_out.size * n_taps.py_func(mode) + grid.size
-    _launch(grid_sample_backward_kernel, work, grad_out.reshape(-1), inp.reshape(-1), grid.reshape(-1), grad_inp,
-            grad_grid, *_sizes(inp, grid, channels_last), mode, padding_mode, bool(align_corners),
-            bool(channels_last), need_grad_inp, need_grad_grid)
+    _launch(BACKWARD_KERNELS[mode], work, grad_out.reshape(-1), inp.reshape(-1), grid.reshape(-1), grad_inp,
+            grad_grid, *_sizes(inp, grid, channels_last), padding_mode, bool(align_corners), bool(channels_last),
+            need_grad_inp, need_grad_grid)
