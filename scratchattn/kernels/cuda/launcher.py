@@ -266,9 +266,8 @@ class CupyKernel:
         # grid and block are checked by CuPy and the driver; the arguments by nobody, hence the check. The fast
         # test runs on every launch; the full check, which names what is wrong, only when it fails.
         if not _args_match(self.params, self.expected, args, self.array_type):
-            check_args(self.name, self.params, self.dtype, tuple(args) if isinstance(args, list) else args,
-                       self.array_type, "cupy.ndarray")
-            args = tuple(args)  # a list that passed the full check
+            check_args(self.name, self.params, self.dtype, args, self.array_type, "cupy.ndarray")
+            args = tuple(args)  # the full check also accepts a list
         self.raw_kernel(grid, block, args, **kwargs)
 
 
